@@ -1,0 +1,1 @@
+"""Hardware abstraction layer: the Stimulator interface, serial transport, device dialects."""

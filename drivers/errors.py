@@ -1,0 +1,55 @@
+"""Typed driver errors: the daemon's safety supervisor trips on each of them."""
+
+from __future__ import annotations
+
+
+class DriverError(Exception):
+    """Base of every error a driver raises; ``reason`` is what the technician sees."""
+
+    code = "DRIVER_ERROR"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LinkLost(DriverError):
+    """The port went away (unplugged, pty closed, socket reset)."""
+
+    code = "LINK_LOST"
+
+
+class DeviceTimeout(DriverError):
+    """No complete reply within the bound for that request."""
+
+    code = "DEVICE_TIMEOUT"
+
+
+class FramingError(DriverError):
+    """A reply with a bad checksum, CRC, length or echo."""
+
+    code = "FRAMING_ERROR"
+
+
+class DeviceRejected(DriverError):
+    """The device refused a command; ``reason`` carries the device's own answer."""
+
+    code = "DEVICE_REJECTED"
+
+
+class DeviceFault(DriverError):
+    """The device reports an error condition (error bit, error code)."""
+
+    code = "DEVICE_FAULT"
+
+
+class KeepAliveGap(DriverError):
+    """The keep-alive was late enough to risk the device's own remote-control timeout."""
+
+    code = "KEEPALIVE_GAP"
+
+
+class IdentityMismatch(DriverError):
+    """The device that answered is not the one the configuration says is attached."""
+
+    code = "IDENTITY_MISMATCH"

@@ -1,0 +1,1 @@
+"""Pure domain: pulse-protocol model, safety tables, validation and compilation. No I/O."""

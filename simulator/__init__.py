@@ -1,0 +1,1 @@
+"""Software stimulator: device physics and the real wire dialects, served on a pty."""

@@ -1,0 +1,123 @@
+"""The daemon's internal command API: verbs, payload models, outcomes, error codes.
+
+The MQTT interface (and any future transport) only parses bytes into these models and
+hands them to ``SessionController.execute``; the daemon's behaviour is testable
+without a broker. Names here are the v1 wire contract in DESIGN.md: extend, never rename.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+
+class Verb(StrEnum):
+    LOAD = "load"
+    UNLOAD = "unload"
+    ARM = "arm"
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    RESET = "reset"
+    HEARTBEAT = "heartbeat"
+    RESYNC = "resync"
+
+
+class ErrorCode(StrEnum):
+    INVALID_PAYLOAD = "INVALID_PAYLOAD"
+    UNKNOWN_VERB = "UNKNOWN_VERB"
+    NOT_AUTHORIZED = "NOT_AUTHORIZED"
+    WRONG_STATE = "WRONG_STATE"
+    REJECTED_BY_SAFETY = "REJECTED_BY_SAFETY"
+    DUPLICATE = "DUPLICATE"
+    EXPIRED = "EXPIRED"
+    FAULT = "FAULT"
+    INTERNAL = "INTERNAL"
+
+
+CommandId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+]
+PatientRef = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+]
+ProtocolName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class CommandBase(_Strict):
+    """Fields every command carries."""
+
+    id: CommandId
+    ts: float | None = Field(
+        default=None, description="sender's wall clock, Unix seconds; stale commands expire"
+    )
+
+
+class MotorThresholdPayload(_Strict):
+    pct_mso: int = Field(description="resting motor threshold, integer %MSO 1-100")
+    method: Literal["emg", "visual"]
+    measured_at: datetime = Field(description="ISO 8601 with a UTC offset")
+
+
+class LoadCommand(CommandBase):
+    protocol: ProtocolName | dict[str, Any] = Field(
+        description="a library protocol name, or the protocol file's tables as an object"
+    )
+    motor_threshold: MotorThresholdPayload
+    patient_ref: PatientRef = Field(description="opaque patient reference, never a name")
+
+
+class ResetCommand(CommandBase):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class PlainCommand(CommandBase):
+    """unload, arm, start, pause, resume, stop, heartbeat, resync: no arguments."""
+
+
+COMMAND_MODELS: dict[Verb, type[CommandBase]] = {
+    Verb.LOAD: LoadCommand,
+    Verb.RESET: ResetCommand,
+    **{
+        v: PlainCommand
+        for v in (
+            Verb.UNLOAD, Verb.ARM, Verb.START, Verb.PAUSE, Verb.RESUME,
+            Verb.STOP, Verb.HEARTBEAT, Verb.RESYNC,
+        )
+    },
+}
+
+
+class CommandError(_Strict):
+    code: ErrorCode
+    message: str
+    details: dict[str, Any] | list[Any] | None = None
+
+
+class CommandOutcome(_Strict):
+    """What a command did. ``state`` is the session state after the command."""
+
+    ok: bool
+    state: str
+    result: dict[str, Any] | None = None
+    error: CommandError | None = None
+
+
+class Reply(_Strict):
+    """The ``reply/<user>/<id>`` payload."""
+
+    id: str | None
+    ok: bool
+    state: str
+    result: dict[str, Any] | None = None
+    error: CommandError | None = None
