@@ -7,9 +7,10 @@ without a broker. Names here are the v1 wire contract in DESIGN.md: extend, neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -121,3 +122,33 @@ class Reply(_Strict):
     state: str
     result: dict[str, Any] | None = None
     error: CommandError | None = None
+
+
+class Event(_Strict):
+    """Something that happened, for ``evt/<type>`` (the transport adds boot_id and seq)."""
+
+    type: Literal[
+        "train_started", "train_completed", "session_completed", "session_aborted",
+        "session_paused", "interlock", "fault", "command", "state_changed",
+    ]
+    payload: dict[str, Any]
+
+
+class CommandTarget(Protocol):
+    """What a transport needs from the daemon (implemented by the session controller)."""
+
+    async def execute(self, operator: str, command: CommandBase, verb: Verb) -> CommandOutcome:
+        """Run one validated command from ``operator``; never raises for bad input."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The full ``state`` topic payload, as of now."""
+        ...
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Be told of every event and every state change, in order."""
+        ...
+
+    def transport_lost(self, reason: str) -> None:
+        """The command channel is gone: finish the current train, start no new one, pause."""
+        ...
