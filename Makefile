@@ -28,7 +28,7 @@ typecheck: venv
 	$(BIN)/mypy
 
 pytest: venv system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4
 
 test: system-deps venv lint typecheck pytest
 

@@ -7,6 +7,7 @@ semantics, framing, keep-alive — stays behind this interface.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from protocols.capabilities import DeviceCapabilities
 from protocols.schedule import TrainSpec
 
-from .errors import DriverError
+from .errors import DeviceTimeout, DriverError
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class DeviceStatus:
 
 
 FaultListener = Callable[[DriverError], None]
+
+_TRAIN_POLL_S = 0.1
 
 
 class Stimulator(ABC):
@@ -84,6 +87,28 @@ class Stimulator(ABC):
     @abstractmethod
     async def fire_train(self) -> None:
         """Fire the configured train; returns when the device accepted the command."""
+
+    async def wait_train_complete(self, timeout_s: float) -> int | None:
+        """Wait until the device reports the fired train finished; return its pulse count.
+
+        The daemon calls this after ``fire_train`` so that it never starts the next train,
+        nor counts a train as delivered, on a guess. The count is what the device itself
+        reported (``None`` when the dialect cannot count pulses). Raises
+        ``DeviceTimeout`` when the train is still running after ``timeout_s``.
+
+        This default polls ``read_status`` until ``train_running`` clears; drivers that
+        learn more from their device override it.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    status = await self.read_status()
+                    if not status.train_running:
+                        break
+                    await asyncio.sleep(_TRAIN_POLL_S)
+        except TimeoutError:
+            raise DeviceTimeout(f"train still running after {timeout_s:.1f} s") from None
+        return None
 
     @abstractmethod
     async def disarm(self) -> None:

@@ -53,3 +53,16 @@ class IdentityMismatch(DriverError):
     """The device that answered is not the one the configuration says is attached."""
 
     code = "IDENTITY_MISMATCH"
+
+
+class InvalidSetting(DriverError, ValueError):
+    """A value the driver refuses before sending it: out of the device's range, of the
+    wrong type, or not exactly representable in the device's units (never rounded)."""
+
+    code = "INVALID_SETTING"
+
+
+class ReadbackMismatch(DriverError):
+    """The device reports parameters other than those the driver set; arming is refused."""
+
+    code = "READBACK_MISMATCH"

@@ -42,6 +42,7 @@ _RAPID_TYPES = {
     "magstim-superrapid2": RapidType.SUPER_RAPID2,
     "magstim-superrapid2-plus1": RapidType.SUPER_RAPID2_PLUS1,
 }
+RAPID_MODELS: tuple[str, ...] = tuple(_RAPID_TYPES)  # the models whose limits need mains volts
 
 # Rapid energy model constants (Magstim, via MagPy/MAGIC): the HV supply delivers
 # 1050 J/s continuously and a train may draw at most 63 000 J.

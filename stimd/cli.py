@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from stimd import __version__
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "stimd.cli_record",
     "stimd.cli_protocols",
+    "stimd.cli_daemon",
+    "stimd.cli_demo",
+    "stimd.cli_probe",
 )
 
 

@@ -12,7 +12,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 
 class Verb(StrEnum):
@@ -38,6 +45,7 @@ class ErrorCode(StrEnum):
     EXPIRED = "EXPIRED"
     FAULT = "FAULT"
     INTERNAL = "INTERNAL"
+    RATE_LIMITED = "RATE_LIMITED"  # per-operator rate or queue bound (MQTT interface)
 
 
 CommandId = Annotated[
@@ -52,7 +60,7 @@ ProtocolName = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CommandBase(_Strict):
@@ -64,10 +72,34 @@ class CommandBase(_Strict):
     )
 
 
+def _aware_datetime(value: object) -> datetime:
+    """Accept an ISO 8601 string (as JSON carries it) or a datetime; demand a UTC offset.
+
+    Numbers are refused: an epoch number says nothing about whose clock it was read on.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date-time: {value!r}") from None
+    if not isinstance(value, datetime):
+        raise ValueError(f"expected an ISO 8601 date-time string, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("date-time needs a UTC offset, e.g. 2026-11-30T09:15:00+01:00")
+    return value
+
+
+AwareDatetime = Annotated[
+    datetime,
+    PlainValidator(_aware_datetime, json_schema_input_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
 class MotorThresholdPayload(_Strict):
     pct_mso: int = Field(description="resting motor threshold, integer %MSO 1-100")
     method: Literal["emg", "visual"]
-    measured_at: datetime = Field(description="ISO 8601 with a UTC offset")
+    measured_at: AwareDatetime = Field(description="ISO 8601 with a UTC offset")
 
 
 class LoadCommand(CommandBase):

@@ -1,0 +1,530 @@
+"""The Magstim driver: 200², BiStim² and the Rapid² family behind ``Stimulator``.
+
+Concerns live in their own modules: ``link`` (one owner of the port, matched replies),
+``replies`` (decoding), ``units`` (TrainSpec → Magstim units), ``keepalive`` (the
+renewal the unit needs to stay armed). This module sequences them into the interface.
+
+Safety decisions made here:
+- parameters are read back after setting and again before arming; a difference is a
+  ``ReadbackMismatch`` and the unit is not armed;
+- the keep-alive renews every 0.4 s while the unit may be armed and every 1 s
+  otherwise; a renewal that finds the unit disarmed behind our back, or its error bit
+  set, is reported as ``DeviceFault``;
+- ``disarm`` never raises: when it cannot confirm the unit is disarmed it reports the
+  fault and *stops the keep-alive*, so the unit's own ~1 s remote-control timeout
+  disarms it (the device stops on its own when the host goes silent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from protocols.capabilities import MAGSTIM_MODELS, DeviceCapabilities, device_profile
+from protocols.schedule import TrainSpec
+
+from ..base import DeviceIdentity, DeviceStatus, FaultListener, Stimulator
+from ..errors import (
+    DeviceFault,
+    DeviceRejected,
+    DeviceTimeout,
+    DriverError,
+    IdentityMismatch,
+    InvalidSetting,
+    LinkLost,
+    ReadbackMismatch,
+)
+from ..keepalive import KeepAlive, KeepAlivePolicy
+from ..transport import open_transport
+from .codec import (
+    FIXED_REPLY_LENGTHS,
+    encode_number,
+    rapid_parameter_widths,
+    rapid_parameters_reply_length,
+)
+from .link import BAUDRATE, MagstimLink, MagstimReply, UnknownCommand
+from .replies import (
+    ExtendedStatus,
+    RapidParameters,
+    SingleParameters,
+    Version,
+    parse_coil_temperatures,
+    parse_error_code,
+    parse_version,
+)
+from .units import MagstimTrainSettings, check_power, magstim_train_settings
+
+log = logging.getLogger(__name__)
+
+RAPID_MODELS = frozenset({"magstim-rapid2", "magstim-superrapid2", "magstim-superrapid2-plus1"})
+PLUS1_MODEL = "magstim-superrapid2-plus1"
+
+KEEPALIVE_POLICY = KeepAlivePolicy(armed_period_s=0.4, idle_period_s=1.0, gap_limit_s=0.75)
+#: Arming takes about 1 s; a 200² recharging at high power needs up to 4 s more.
+ARM_TIMEOUT_S = 6.0
+_POLL_S = 0.1
+_UNLOCK_CODE_MAX = 32
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One status read: the reply of the parameter query plus temperatures."""
+
+    parameters: MagstimReply
+    rapid_parameters: RapidParameters | None
+    single_parameters: SingleParameters | None
+    temperatures_c: tuple[float, float]
+
+    @property
+    def power(self) -> int:
+        if self.rapid_parameters is not None:
+            return self.rapid_parameters.power
+        assert self.single_parameters is not None
+        return self.single_parameters.power_a
+
+
+def _check_unlock_code(code: str | None) -> str | None:
+    if code is None:
+        return None
+    if (
+        not isinstance(code, str)
+        or not 0 < len(code) <= _UNLOCK_CODE_MAX
+        or not code.isascii()
+        or not code.isprintable()
+    ):
+        raise InvalidSetting(
+            f"unlock_code={code!r}: must be 1..{_UNLOCK_CODE_MAX} printable ASCII characters"
+        )
+    return code
+
+
+class MagstimDriver(Stimulator):
+    """One Magstim unit on one serial port."""
+
+    def __init__(
+        self,
+        name: str,
+        port: str,
+        *,
+        mains_voltage: int | None = None,
+        unlock_code: str | None = None,
+        coil: str | None = None,
+    ) -> None:
+        if name not in MAGSTIM_MODELS:
+            raise InvalidSetting(f"driver name {name!r}: not a Magstim model {MAGSTIM_MODELS}")
+        try:
+            self._capabilities = device_profile(name, mains_voltage)
+        except ValueError as exc:
+            raise InvalidSetting(f"mains_voltage={mains_voltage!r}: {exc}") from exc
+        self.name = name
+        self._port = port
+        self._unlock_code = _check_unlock_code(unlock_code)
+        self._coil = coil
+        self._is_rapid = name in RAPID_MODELS
+        self._link: MagstimLink | None = None
+        self._identity: DeviceIdentity | None = None
+        self._version: Version | None = None
+        self._listener: FaultListener | None = None
+        self._link_loss_reported = False
+        self._expected: MagstimTrainSettings | None = None
+        self._expected_power: int | None = None
+        self._may_be_armed = False
+        self._armed_confirmed = False
+        self._disarm_generation = 0
+        self._fired_at: float | None = None
+        self._fired_span_s = 0.0
+        self._closed = False
+        self._keepalive = KeepAlive(
+            name=f"{name} on {port}",
+            policy=KEEPALIVE_POLICY,
+            renew=self._renew,
+            last_renewal=self._last_renewal,
+            may_be_armed=lambda: self._may_be_armed,
+            report=self._report,
+        )
+
+    # -- identity ------------------------------------------------------------------
+    @property
+    def identity(self) -> DeviceIdentity:
+        if self._identity is None:
+            raise RuntimeError(f"{self.name}: identity is known only after connect()")
+        return self._identity
+
+    @property
+    def capabilities(self) -> DeviceCapabilities:
+        return self._capabilities
+
+    @property
+    def software_version(self) -> Version | None:
+        """The Rapid's reported software version (None for 200²/BiStim²)."""
+        return self._version
+
+    def on_fault(self, listener: FaultListener) -> None:
+        self._listener = listener
+
+    def _report(self, error: DriverError) -> None:
+        if isinstance(error, LinkLost):
+            if self._link_loss_reported:
+                return
+            self._link_loss_reported = True
+        log.error("%s fault: %s: %s", self.name, error.code, error.reason)
+        if self._listener is not None:
+            self._listener(error)
+
+    # -- connection ----------------------------------------------------------------
+    def _require_link(self) -> MagstimLink:
+        if self._link is None or self._closed:
+            raise LinkLost(f"{self.name}: not connected")
+        return self._link
+
+    async def connect(self) -> DeviceIdentity:
+        if self._link is not None or self._closed:
+            raise RuntimeError(f"{self.name}: connect() is called once per driver instance")
+        transport = await open_transport(self._port, baudrate=BAUDRATE)
+        transport.set_on_lost(self._report)
+        self._link = MagstimLink(transport)
+        try:
+            await self._take_remote_control()
+            self._identity = await self._identify()
+            snapshot = await self._snapshot()
+            await self._raise_if_error(snapshot.parameters)
+            self._keepalive.start()
+        except BaseException:
+            await self._keepalive.stop()
+            await transport.close()
+            self._closed = True
+            raise
+        log.info("connected %s: %s", self.name, self._identity)
+        return self._identity
+
+    async def _take_remote_control(self) -> None:
+        link = self._require_link()
+        data = self._unlock_code.encode("ascii") if self._unlock_code else b"@"
+        try:
+            reply = await link.exchange(b"Q", data, FIXED_REPLY_LENGTHS[b"Q"])
+        except DeviceRejected as exc:
+            hint = (
+                "" if self._unlock_code else
+                "; a Rapid with software v9 or later needs its unlock code (unlock_code)"
+            )
+            raise DeviceRejected(f"remote control refused: {exc.reason}{hint}") from exc
+        if not reply.instrument.remote_control:
+            raise DeviceRejected("remote control not granted: status byte has no remote bit")
+
+    async def _identify(self) -> DeviceIdentity:
+        link = self._require_link()
+        try:
+            reply = await link.exchange(b"N", b"D", None)
+        except UnknownCommand:
+            version = None
+        else:
+            version = parse_version(reply.data)
+        if self._is_rapid and version is None:
+            raise IdentityMismatch(
+                f"configured {self.name}, but the unit does not answer the Rapid version"
+                " query (ND): it is a 200² or BiStim², not a Rapid²"
+            )
+        if not self._is_rapid and version is not None:
+            raise IdentityMismatch(
+                f"configured {self.name}, but the unit reports Rapid software"
+                f" v{'.'.join(map(str, version))}: it is a Rapid²"
+            )
+        self._version = version
+        if version is not None and version[0] >= 9:
+            extended = ExtendedStatus.parse(
+                (await link.exchange(b"x", b"@", FIXED_REPLY_LENGTHS[b"x"])).data
+            )
+            if extended.plus1_module != (self.name == PLUS1_MODEL):
+                found = "a Plus1 module" if extended.plus1_module else "no Plus1 module"
+                raise IdentityMismatch(f"configured {self.name}, but the unit reports {found}")
+        return DeviceIdentity(
+            model=self.name,
+            vendor="magstim",
+            firmware=".".join(map(str, version)) if version else "not reported",
+            serial_number=None,
+            dialect="magstim",
+        )
+
+    # -- queries -------------------------------------------------------------------
+    async def _snapshot(self) -> _Snapshot:
+        link = self._require_link()
+        if self._version is not None:
+            reply = await link.exchange(
+                b"\\", b"@", rapid_parameters_reply_length(self._version)
+            )
+            rapid, single = RapidParameters.parse(reply.data, self._version), None
+        else:
+            reply = await link.exchange(b"J", b"@", FIXED_REPLY_LENGTHS[b"J"])
+            rapid, single = None, SingleParameters.parse(reply.data)
+        temperature = await link.exchange(b"F", b"@", FIXED_REPLY_LENGTHS[b"F"])
+        return _Snapshot(reply, rapid, single, parse_coil_temperatures(temperature.data))
+
+    async def _error_code(self) -> str | None:
+        if self._version is None:
+            return None
+        reply = await self._require_link().exchange(b"I", b"@", FIXED_REPLY_LENGTHS[b"I"])
+        return parse_error_code(reply.data)
+
+    async def _raise_if_error(self, reply: MagstimReply) -> None:
+        if reply.instrument.error_present:
+            code = await self._error_code()
+            kind = "type 1" if reply.instrument.error_type else "type 0"
+            raise DeviceFault(
+                f"{self.name} reports an error ({kind}, code {code or 'not reported'})"
+            )
+
+    async def read_status(self) -> DeviceStatus:
+        snapshot = await self._snapshot()
+        instrument, rapid = snapshot.parameters.instrument, snapshot.parameters.rapid
+        code = await self._error_code() if instrument.error_present else None
+        extra: dict[str, object] = {
+            "coil_temperatures_c": list(snapshot.temperatures_c),
+            "replace_coil": instrument.replace_coil,
+            "standby": instrument.standby,
+            "power_pct_mso": snapshot.power,
+        }
+        if rapid is not None and snapshot.rapid_parameters is not None:
+            params = snapshot.rapid_parameters
+            extra.update(
+                wait=rapid.wait,
+                single_pulse_mode=rapid.single_pulse_mode,
+                coil_ready=rapid.coil_ready,
+                frequency_hz=params.frequency_tenths_hz / 10,
+                pulses=params.pulses,
+                duration_s=params.duration_tenths_s / 10,
+                wait_s=params.wait_tenths_s / 10,
+            )
+        if self._coil is not None:
+            extra["configured_coil"] = self._coil
+        return DeviceStatus(
+            armed=instrument.armed,
+            ready=instrument.ready,
+            train_running=bool(rapid and rapid.train_running),
+            coil_present=instrument.coil_present,
+            # Two sensors are reported; the hotter one is the one that matters.
+            coil_temperature_c=max(snapshot.temperatures_c),
+            error_present=instrument.error_present,
+            error_code=code,
+            remote_control=instrument.remote_control,
+            extra=extra,
+        )
+
+    # -- settings ------------------------------------------------------------------
+    async def set_intensity(self, pct_mso: int) -> None:
+        power = check_power(pct_mso, self._capabilities)
+        await self._send_power(power)
+        self._expected_power = power
+        if self._expected is not None:
+            self._expected = MagstimTrainSettings(
+                power,
+                self._expected.frequency_tenths_hz,
+                self._expected.pulses,
+                self._expected.duration_tenths_s,
+            )
+        self._check_readback(await self._snapshot())
+
+    async def _send_power(self, power: int) -> None:
+        await self._require_link().exchange(b"@", encode_number(power, 3), 3)
+
+    async def configure_train(self, train: TrainSpec) -> None:
+        """Set power and (Rapid) train parameters, then read them back.
+
+        Only parameters that differ from the unit's are sent, so reconfiguring the same
+        train during the Rapid's post-train wait (when it refuses changes) is harmless.
+        """
+        settings = magstim_train_settings(train, self._capabilities, self._version)
+        snapshot = await self._snapshot()
+        await self._apply(settings, snapshot)
+        self._expected = settings
+        self._expected_power = settings.power
+        self._check_readback(await self._snapshot())
+
+    async def _apply(self, settings: MagstimTrainSettings, snapshot: _Snapshot) -> None:
+        """Send what differs, in an order in which every intermediate state is valid.
+
+        The Rapid refuses a frequency above its table limit at the *current* power and a
+        power at which the *current* frequency is too high (in rTMS mode). Lowering the
+        frequency first, or raising it only after the power changed, keeps every step
+        within the table, since the old and the new combinations both are.
+        """
+        link = self._require_link()
+        now = snapshot.rapid_parameters
+        power_differs = snapshot.power != settings.power
+        if now is None or self._version is None:
+            if power_differs:
+                await self._send_power(settings.power)
+            return
+        _, freq_w, pulses_w, duration_w, _ = rapid_parameter_widths(self._version)
+        duration = encode_number(settings.duration_tenths_s, duration_w)
+        if settings.single_pulse:
+            if now.duration_tenths_s != 0:
+                await link.exchange(b"[", duration, 4)
+            if power_differs:
+                await self._send_power(settings.power)
+            return
+        frequency_differs = now.frequency_tenths_hz != settings.frequency_tenths_hz
+        frequency = encode_number(settings.frequency_tenths_hz, freq_w)
+        if settings.frequency_tenths_hz <= now.frequency_tenths_hz:
+            if frequency_differs:
+                await link.exchange(b"B", frequency, 4)
+            if power_differs:
+                await self._send_power(settings.power)
+        else:
+            if power_differs:
+                await self._send_power(settings.power)
+            await link.exchange(b"B", frequency, 4)
+        if now.pulses != settings.pulses:
+            await link.exchange(b"D", encode_number(settings.pulses, pulses_w), 4)
+        if now.duration_tenths_s != settings.duration_tenths_s:
+            await link.exchange(b"[", duration, 4)
+
+    def _check_readback(self, snapshot: _Snapshot) -> None:
+        differences: list[str] = []
+        if self._expected_power is not None and snapshot.power != self._expected_power:
+            differences.append(f"power {snapshot.power} %MSO != set {self._expected_power}")
+        expected, actual = self._expected, snapshot.rapid_parameters
+        if expected is not None and actual is not None:
+            if actual.duration_tenths_s != expected.duration_tenths_s:
+                differences.append(
+                    f"duration {actual.duration_tenths_s / 10} s != set"
+                    f" {expected.duration_tenths_s / 10} s"
+                )
+            if not expected.single_pulse:
+                if actual.frequency_tenths_hz != expected.frequency_tenths_hz:
+                    differences.append(
+                        f"frequency {actual.frequency_tenths_hz / 10} Hz != set"
+                        f" {expected.frequency_tenths_hz / 10} Hz"
+                    )
+                if actual.pulses != expected.pulses:
+                    differences.append(f"pulses {actual.pulses} != set {expected.pulses}")
+        if differences:
+            raise ReadbackMismatch(f"{self.name} read back: " + "; ".join(differences))
+
+    # -- arming and firing -----------------------------------------------------------
+    async def arm(self) -> None:
+        if self._expected is None:
+            raise InvalidSetting(f"{self.name}: arm before a train was configured")
+        generation = self._disarm_generation
+        snapshot = await self._snapshot()
+        self._check_readback(snapshot)
+        await self._raise_if_error(snapshot.parameters)
+        if not snapshot.parameters.instrument.coil_present:
+            raise DeviceRejected(f"{self.name}: refusing to arm, the unit reports no coil")
+        self._may_be_armed = True
+        self._keepalive.nudge()
+        try:
+            if not snapshot.parameters.instrument.armed:
+                await self._require_link().exchange(b"E", b"B", 3)
+            await self._wait_ready(generation)
+        except BaseException:
+            await self.disarm()
+            raise
+        self._armed_confirmed = True
+
+    async def _wait_ready(self, generation: int) -> None:
+        deadline = time.monotonic() + ARM_TIMEOUT_S
+        while True:
+            if self._disarm_generation != generation:
+                raise DeviceRejected(f"{self.name}: arming cancelled by a disarm")
+            snapshot = await self._snapshot()
+            instrument = snapshot.parameters.instrument
+            await self._raise_if_error(snapshot.parameters)
+            if instrument.armed and instrument.ready:
+                self._check_readback(snapshot)
+                return
+            if time.monotonic() >= deadline:
+                raise DeviceTimeout(
+                    f"{self.name}: not ready {ARM_TIMEOUT_S:.0f} s after arming"
+                    f" (armed={instrument.armed}, ready={instrument.ready})"
+                )
+            await asyncio.sleep(_POLL_S)
+
+    async def fire_train(self) -> None:
+        if not self._armed_confirmed or self._expected is None:
+            raise DeviceRejected(f"{self.name}: fire refused, the unit was not armed by arm()")
+        await self._require_link().exchange(b"E", b"H", 3)
+        self._fired_at = time.monotonic()
+        expected = self._expected
+        self._fired_span_s = (
+            0.0 if expected.single_pulse
+            else (expected.pulses - 1) / (expected.frequency_tenths_hz / 10)
+        )
+
+    async def wait_train_complete(self, timeout_s: float) -> int | None:
+        """Poll until the Rapid clears "train running" (no earlier than the train's span).
+
+        Magstim reports no pulse count, so the result is ``None``.
+        """
+        fired_at = self._fired_at
+        if fired_at is None:
+            raise DeviceRejected(f"{self.name}: no train was fired")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = await self.read_status()
+            spanned = time.monotonic() - fired_at >= self._fired_span_s
+            if spanned and not status.train_running:
+                return None
+            if time.monotonic() >= deadline:
+                raise DeviceTimeout(f"{self.name}: train still running after {timeout_s:.1f} s")
+            await asyncio.sleep(_POLL_S)
+
+    async def disarm(self) -> None:
+        self._disarm_generation += 1
+        self._armed_confirmed = False
+        link = self._link
+        if link is None or self._closed or not link.transport.is_open:
+            self._may_be_armed = False
+            return
+        try:
+            try:
+                await link.exchange(b"E", b"A", 3)
+            except DeviceRejected as exc:
+                # 'S': the unit is not in a state to disarm (e.g. it already left
+                # remote control, which disarms it). The status read below decides.
+                log.info("%s: disarm answered %s", self.name, exc.reason)
+            snapshot = await self._snapshot()
+            if snapshot.parameters.instrument.armed:
+                raise DeviceFault(f"{self.name}: still armed after the disarm command")
+        except DriverError as exc:
+            self._report(exc)
+            log.error("%s: disarm not confirmed (%s); silencing the keep-alive so the unit's"
+                      " own remote-control timeout disarms it", self.name, exc.reason)
+            await self._keepalive.stop()
+            return
+        self._may_be_armed = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self.disarm()
+        await self._keepalive.stop()
+        link = self._link
+        self._closed = True
+        if link is None:
+            return
+        if link.transport.is_open:
+            try:
+                await link.exchange(b"R", b"@", FIXED_REPLY_LENGTHS[b"R"])
+            except DriverError as exc:
+                log.warning("%s: releasing remote control failed: %s", self.name, exc.reason)
+        await link.transport.close()
+
+    # -- keep-alive ----------------------------------------------------------------
+    def _last_renewal(self) -> float:
+        return self._link.last_accepted_at if self._link is not None else time.monotonic()
+
+    async def _renew(self) -> None:
+        link = self._require_link()
+        if self._unlock_code and self._version is not None and self._version[0] >= 9:
+            reply = await link.exchange(b"x", b"@", FIXED_REPLY_LENGTHS[b"x"])
+        else:
+            reply = await link.exchange(b"Q", b"@", FIXED_REPLY_LENGTHS[b"Q"])
+        await self._raise_if_error(reply)
+        if self._armed_confirmed and not reply.instrument.armed:
+            self._armed_confirmed = False
+            raise DeviceFault(
+                f"{self.name} disarmed on its own (remote-control timeout, coil temperature,"
+                " or the 60 s armed-without-firing limit)"
+            )

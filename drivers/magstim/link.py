@@ -1,0 +1,149 @@
+"""One request, one matched reply: the Magstim port owner.
+
+Every command goes through ``MagstimLink.exchange`` under one lock, so the keep-alive
+and the driver's commands never interleave bytes. A reply is matched by its echo byte
+and checksum and must be exactly as long as the command's reply; anything else is a
+``FramingError``, silence is a ``DeviceTimeout``, and the device's own refusals
+(``?`` alone, ``CMD ? CRC``, ``CMD S CRC``) are ``DeviceRejected`` with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from ..errors import DeviceRejected, DeviceTimeout, FramingError
+from ..transport import Transport
+from .codec import (
+    STATE_ERROR,
+    UNKNOWN_COMMAND,
+    VALUE_ERROR,
+    ChecksumError,
+    InstrumentStatus,
+    RapidStatus,
+    encode_command,
+    verify,
+)
+
+log = logging.getLogger(__name__)
+
+BAUDRATE = 9600
+#: Line time of one byte at 9600 8N1 (10 bits).
+BYTE_TIME_S = 10 / BAUDRATE
+#: The device answers within a few ms; the bound adds room for a loaded host (and a
+#: simulator process competing for two cores) on top of the reply's line time.
+REPLY_MARGIN_S = 0.5
+WRITE_TIMEOUT_S = 0.5
+_VERSION_MAX_LENGTH = 24
+#: A lone '?' is final when nothing follows it for this long (≈ 20 byte-times).
+UNKNOWN_QUIET_S = 0.02
+
+#: The only commands this driver ever sends. The coil-safety-switch override and the
+#: enhanced-power commands are absent on purpose: ``exchange`` refuses anything else.
+SENDABLE_COMMANDS = frozenset(b"QR@EJFNI\\[BDx")
+#: Replies that carry the Rapid status byte after the instrument status byte.
+_RAPID_STATUS_REPLIES = frozenset(b"\\[BDx")
+
+
+class UnknownCommand(DeviceRejected):
+    """The device answered ``?`` alone: it does not know this command (e.g. ``ND`` on a
+    200², which is how the Rapid family is told apart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MagstimReply:
+    """A verified reply: status bytes decoded, ``data`` without echo, status and checksum."""
+
+    command: bytes
+    instrument: InstrumentStatus
+    rapid: RapidStatus | None
+    data: bytes
+
+
+class MagstimLink:
+    """Owns the transport for the Magstim dialect; records when the device was last renewed."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._lock = asyncio.Lock()
+        #: monotonic time at which the last command that the device accepted was written
+        self.last_accepted_at = time.monotonic()
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    async def exchange(self, command: bytes, data: bytes, reply_length: int | None) -> MagstimReply:
+        """Send ``command`` + ``data`` and return its matched reply.
+
+        ``reply_length`` is the full reply in bytes; ``None`` means the version reply,
+        which ends with a NUL and a checksum.
+        """
+        if len(command) != 1 or command[0] not in SENDABLE_COMMANDS:
+            raise ValueError(f"command {command!r} is not one this driver may send")
+        message = encode_command(command, data)
+        async with self._lock:
+            dropped = self._transport.discard_input()
+            if dropped:
+                log.warning("discarded %d stale byte(s) before %r: %s",
+                            len(dropped), message, dropped.hex())
+            expected = reply_length if reply_length is not None else _VERSION_MAX_LENGTH
+            timeout_s = REPLY_MARGIN_S + (len(message) + expected) * BYTE_TIME_S
+            await self._transport.write(message, WRITE_TIMEOUT_S)
+            written_at = time.monotonic()
+            reply = await self._read_reply(command, data, reply_length, timeout_s)
+            self.last_accepted_at = written_at
+            return reply
+
+    async def _read_reply(
+        self, command: bytes, data: bytes, reply_length: int | None, timeout_s: float
+    ) -> MagstimReply:
+        deadline = time.monotonic() + timeout_s
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        sent = (command + data).decode("ascii", "replace")
+        echo = await self._transport.read_exactly(1, left())
+        if echo == UNKNOWN_COMMAND and command != UNKNOWN_COMMAND:
+            # A lone '?' carries no checksum; only silence after it tells it from a reply
+            # whose echo byte was corrupted into '?'.
+            try:
+                trailing = await self._transport.read_some(UNKNOWN_QUIET_S)
+            except DeviceTimeout:
+                raise UnknownCommand(
+                    f"device does not know command {sent!r} (replied '?')"
+                ) from None
+            raise FramingError(f"reply to {sent!r}: '?' followed by {trailing.hex()}")
+        if echo != command:
+            raise FramingError(
+                f"reply to {sent!r} starts with {echo!r}, expected the echo {command!r}"
+            )
+        status = await self._transport.read_exactly(1, left())
+        if status[0] in (VALUE_ERROR, STATE_ERROR):
+            crc = await self._transport.read_exactly(1, left())
+            self._verify(echo + status + crc, sent)
+            if status[0] == VALUE_ERROR:
+                raise DeviceRejected(f"device rejected {sent!r}: data value not acceptable ('?')")
+            raise DeviceRejected(
+                f"device rejected {sent!r}: conflicts with its current state ('S')"
+            )
+        if reply_length is None:
+            rest = await self._transport.read_until(0x00, _VERSION_MAX_LENGTH, left())
+            rest += await self._transport.read_exactly(1, left())
+        else:
+            rest = await self._transport.read_exactly(reply_length - 2, left())
+        body = self._verify(echo + status + rest, sent)
+        instrument = InstrumentStatus.decode(body[1])
+        if command[0] in _RAPID_STATUS_REPLIES:
+            return MagstimReply(command, instrument, RapidStatus.decode(body[2]), body[3:])
+        return MagstimReply(command, instrument, None, body[2:])
+
+    @staticmethod
+    def _verify(message: bytes, sent: str) -> bytes:
+        try:
+            return verify(message)
+        except ChecksumError as exc:
+            raise FramingError(f"reply to {sent!r}: {exc}") from None

@@ -1,0 +1,115 @@
+"""TrainSpec (integer µs, onset to onset) → Magstim units, here and only here.
+
+Magstim sets a train as frequency (0.1 Hz), number of pulses and duration (0.1 s),
+where the unit's duration is pulses / frequency (MagPy keeps ``D = duration × f``).
+A train that is not exactly representable is rejected with the reason; nothing is
+rounded, because a rounded rate or count is a different treatment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.capabilities import DeviceCapabilities
+from protocols.schedule import TrainSpec
+
+from ..errors import InvalidSetting
+from .codec import rapid_parameter_widths
+from .replies import Version
+
+_US_PER_TENTH_S = 100_000
+_TENTHS_HZ_TIMES_US = 10_000_000  # f[0.1 Hz] = 10 000 000 / interval[µs]
+
+
+@dataclass(frozen=True, slots=True)
+class MagstimTrainSettings:
+    """What the driver sends and expects to read back.
+
+    ``duration_tenths_s == 0`` is single-pulse mode (frequency and pulses not sent).
+    """
+
+    power: int
+    frequency_tenths_hz: int
+    pulses: int
+    duration_tenths_s: int
+
+    @property
+    def single_pulse(self) -> bool:
+        return self.duration_tenths_s == 0
+
+
+def _require_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSetting(f"{name}={value!r}: must be an integer, got {type(value).__name__}")
+    return value
+
+
+def check_power(pct_mso: object, capabilities: DeviceCapabilities) -> int:
+    """Integer %MSO within 0..max_output (enhanced power mode is never used)."""
+    power = _require_int("intensity_pct_mso", pct_mso)
+    limit = capabilities.max_output_pct_mso
+    if not 0 <= power <= limit:
+        raise InvalidSetting(
+            f"intensity_pct_mso={power}: outside 0..{limit} %MSO of {capabilities.model}"
+        )
+    return power
+
+
+def magstim_train_settings(
+    train: TrainSpec, capabilities: DeviceCapabilities, version: Version | None
+) -> MagstimTrainSettings:
+    """Convert one train; ``version`` is the Rapid software version (None: 200²/BiStim²)."""
+    power = check_power(train.intensity_pct_mso, capabilities)
+    pulses = _require_int("pulses", train.pulses)
+    burst_pulses = _require_int("burst_pulses", train.burst_pulses)
+    interval_us = _require_int("pulse_interval_us", train.pulse_interval_us)
+    if burst_pulses != 1:
+        raise InvalidSetting(
+            f"burst_pulses={burst_pulses}: {capabilities.model} has no burst command over"
+            " serial (limit 1)"
+        )
+    if pulses < 1:
+        raise InvalidSetting(f"pulses={pulses}: a train has at least 1 pulse")
+    if pulses > capabilities.max_pulses_per_train:
+        raise InvalidSetting(
+            f"pulses={pulses}: above {capabilities.max_pulses_per_train} per train"
+            f" on {capabilities.model}"
+        )
+    if pulses == 1:
+        return MagstimTrainSettings(power, 0, 1, 0)
+    if version is None or not capabilities.supports_trains:
+        raise InvalidSetting(f"pulses={pulses}: {capabilities.model} fires single pulses only")
+    if interval_us <= 0:
+        raise InvalidSetting(f"pulse_interval_us={interval_us}: must be positive")
+    if _TENTHS_HZ_TIMES_US % interval_us:
+        raise InvalidSetting(
+            f"pulse_interval_us={interval_us}: {1e6 / interval_us:.4f} Hz is not a whole"
+            " number of 0.1 Hz (the Magstim frequency unit)"
+        )
+    frequency = _TENTHS_HZ_TIMES_US // interval_us
+    max_hz = capabilities.max_frequency_at(power)
+    if frequency > max_hz * 10:
+        raise InvalidSetting(
+            f"pulse_interval_us={interval_us}: {frequency / 10} Hz above {max_hz} Hz,"
+            f" the limit of {capabilities.model} at {power} %MSO"
+        )
+    span_us = pulses * interval_us
+    if span_us % _US_PER_TENTH_S:
+        raise InvalidSetting(
+            f"pulses={pulses} at pulse_interval_us={interval_us}: train duration"
+            f" {span_us / 1e6} s (pulses / frequency) is not a whole number of 0.1 s"
+            " (the Magstim duration unit)"
+        )
+    duration = span_us // _US_PER_TENTH_S
+    _, frequency_width, pulses_width, duration_width, _ = rapid_parameter_widths(version)
+    for name, value, width in (
+        ("frequency [0.1 Hz]", frequency, frequency_width),
+        ("pulses", pulses, pulses_width),
+        ("duration [0.1 s]", duration, duration_width),
+    ):
+        if value >= 10**width:
+            raise InvalidSetting(
+                f"{name}={value}: does not fit the {width} digits of software"
+                f" v{'.'.join(map(str, version))}"
+            )
+    return MagstimTrainSettings(power, frequency, pulses, duration)

@@ -1,0 +1,247 @@
+"""The composition root: config → record → driver → controller → supervisor → MQTT.
+
+Everything runs in one TaskGroup so no task outlives the daemon and no exception is
+lost. SIGTERM and SIGINT stop the session (disarm first), close the session record and
+the device, and return well inside the unit's ``TimeoutStopSec`` (``STOP_BUDGET_S``).
+If the daemon dies instead, the device's own keep-alive expiry disarms it (habit 2) and
+the next start closes the session as interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from drivers.base import DeviceIdentity, Stimulator
+from drivers.registry import create_driver
+from stimd import __version__
+from stimd.commands import Event
+from stimd.config import StimdConfig
+from stimd.controller import HandshakeFailed, SessionController
+from stimd.mqtt import serve_mqtt
+from stimd.record import SessionRecord
+from stimd.sdnotify import SystemdNotifier
+from stimd.supervisor import TripCode
+
+log = structlog.get_logger("stimd.daemon")
+
+#: What shutdown may take before the process exits anyway; the unit's TimeoutStopSec
+#: (systemd/stimd@.service) must stay above it. Disarm is bounded by the supervisor's
+#: disarm_timeout_s (≤ 5 s) and closing the driver by 3 s.
+STOP_BUDGET_S = 10.0
+
+
+class _StopRequested(Exception):
+    """Raised inside the TaskGroup to end it after an orderly shutdown."""
+
+
+@dataclass(slots=True)
+class DaemonLifecycle:
+    """What the daemon is doing, for the MQTT ``status`` topic and sd_notify STATUS."""
+
+    phase: str = "starting"      # starting | ready | stopping
+    signal_name: str | None = None
+
+    def __call__(self) -> str:
+        return self.phase
+
+
+def build_driver_factory(config: StimdConfig) -> Callable[[], Stimulator]:
+    """A factory of fresh drivers for the configured port only (never a simulator)."""
+    device = config.device
+
+    def factory() -> Stimulator:
+        return create_driver(
+            device.driver, device.port, mains_voltage=device.mains_voltage,
+            unlock_code=device.unlock_code, coil=device.coil,
+        )
+
+    return factory
+
+
+def device_meta(config: StimdConfig, controller: SessionController) -> dict[str, Any]:
+    """The retained ``meta`` payload: what this daemon drives and under which limits."""
+    identity = controller.identity
+    caps = controller.capabilities
+    return {
+        "schema_version": 1,
+        "device_id": config.device.id,
+        "driver": config.device.driver,
+        "coil": config.device.coil,
+        "model": identity.model if identity else None,
+        "vendor": identity.vendor if identity else None,
+        "dialect": identity.dialect if identity else None,
+        "firmware": identity.firmware if identity else None,
+        "serial_number": identity.serial_number if identity else None,
+        # the daemon cannot tell; it reports the port so a dashboard can
+        "port": config.device.port,
+        "capabilities": None if caps is None else {
+            "display_name": caps.display_name,
+            "max_output_pct_mso": caps.max_output_pct_mso,
+            "max_frequency_hz": caps.max_frequency_hz,
+            "supports_trains": caps.supports_trains,
+            "supports_bursts": caps.supports_bursts,
+            "max_pulses_per_train": caps.max_pulses_per_train,
+            "mains_voltage": caps.mains_voltage,
+        },
+        "site": config.site.model_dump(mode="json"),
+        "supervisor": config.supervisor.model_dump(mode="json"),
+    }
+
+
+async def run_daemon(
+    config: StimdConfig,
+    record: SessionRecord,
+    notifier: SystemdNotifier,
+    *,
+    controller: SessionController | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after an orderly stop, 1 if the device never answered."""
+    loop = asyncio.get_running_loop()
+    controller = controller or SessionController(
+        config=config, driver_factory=build_driver_factory(config), record=record
+    )
+    lifecycle = DaemonLifecycle()
+    stop = asyncio.Event()
+    boot_id = uuid.uuid4().hex
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.warning("signal received", signal=sig.name)
+        lifecycle.signal_name = sig.name
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    def on_loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        log.critical("unhandled exception in the event loop",
+                     message=context.get("message"), error=repr(exc))
+        controller.supervisor.trip_soon(
+            TripCode.UNEXPECTED_EXCEPTION,
+            f"unhandled: {context.get('message')}: {exc!r}",
+        )
+
+    loop.set_exception_handler(on_loop_exception)
+
+    last_status: list[str] = []
+
+    def on_event(event: Event) -> None:
+        if event.type == "state_changed":
+            line = _status_line(event.payload)
+            if not last_status or last_status[-1] != line:
+                last_status[:] = [line]
+                notifier.status(line)
+
+    controller.add_listener(on_event)
+    log.info("starting", version=__version__, config_digest=config.digest(),
+             device_id=config.device.id, driver=config.device.driver, port=config.device.port)
+    notifier.status(f"connecting to {config.device.driver} on {config.device.port}")
+
+    ready = asyncio.Event()
+
+    def on_ready(identity: DeviceIdentity) -> None:
+        ready.set()
+        lifecycle.phase = "ready"
+        notifier.ready()
+        notifier.status(f"ready: {identity.model} firmware {identity.firmware}")
+        log.info("ready", model=identity.model, firmware=identity.firmware)
+
+    exit_code = 0
+    try:
+        async with asyncio.TaskGroup() as tg:
+            serve = tg.create_task(controller.serve(on_ready=on_ready), name="controller")
+            tg.create_task(_watchdog(controller, notifier), name="watchdog")
+            if config.mqtt is not None:
+                tg.create_task(
+                    _mqtt_when_ready(config, controller, lifecycle, boot_id, ready), name="mqtt"
+                )
+            await stop.wait()
+            lifecycle.phase = "stopping"
+            notifier.stopping()
+            notifier.status(f"stopping ({lifecycle.signal_name or 'requested'})")
+            if not serve.done():
+                try:
+                    async with asyncio.timeout(STOP_BUDGET_S):
+                        await controller.shutdown(
+                            f"daemon stopping on {lifecycle.signal_name or 'request'}"
+                        )
+                except TimeoutError:
+                    log.critical("shutdown exceeded its budget", budget_s=STOP_BUDGET_S)
+            raise _StopRequested
+    except* _StopRequested:
+        log.info("stopped")
+    except* HandshakeFailed as group:
+        for exc in _leaves(group):
+            log.critical("device handshake failed", reason=str(exc))
+        exit_code = 1
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return exit_code
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside nested groups (each TaskGroup level wraps once)."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+async def _mqtt_when_ready(
+    config: StimdConfig,
+    controller: SessionController,
+    lifecycle: DaemonLifecycle,
+    boot_id: str,
+    ready: asyncio.Event,
+) -> None:
+    """Start MQTT once the handshake filled in the device's identity for ``meta``."""
+    mqtt = config.mqtt
+    if mqtt is None:
+        return
+    await ready.wait()
+    await serve_mqtt(
+        mqtt, controller, device_id=config.device.id, boot_id=boot_id,
+        version=__version__, meta=device_meta(config, controller), lifecycle=lifecycle,
+        operators=config.operators.names,
+    )
+
+
+async def _watchdog(controller: SessionController, notifier: SystemdNotifier) -> None:
+    """WATCHDOG=1 only while the supervisor's own loop is ticking."""
+    period = notifier.watchdog_interval()     # already half of WatchdogSec
+    if period is None:
+        return
+    while True:
+        await asyncio.sleep(period)
+        if controller.supervisor.alive(max_silence_s=period):
+            notifier.watchdog()
+        else:
+            log.critical("supervisor silent: withholding the systemd watchdog ping")
+
+
+def _status_line(snapshot: dict[str, Any]) -> str:
+    """One line for ``systemctl status`` (device texts may carry newlines: flattened)."""
+    return " ".join(_status_text(snapshot).split())
+
+
+def _status_text(snapshot: dict[str, Any]) -> str:
+    state = snapshot.get("state")
+    progress = snapshot.get("progress") or {}
+    fault = snapshot.get("fault")
+    if fault:
+        return f"FAULT: {fault.get('cause')}: {fault.get('detail')}"
+    if progress:
+        return (
+            f"{state}: train {progress.get('train')}/{progress.get('trains')}, "
+            f"{progress.get('pulses_delivered')}/{progress.get('pulses_planned')} pulses"
+        )
+    return str(state)
+
