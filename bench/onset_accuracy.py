@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bench.cli import run_main
+from bench.cli import bounded, run_main
 from bench.clients import Operator, connected
 from bench.floor import FIRE_COMMAND, line_time_ns
 from bench.pulse_log import PulseLogTail
@@ -114,14 +114,12 @@ def describe(result: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.onset_accuracy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trains", type=int, default=100,
+    parser.add_argument("--trains", type=bounded(int, 2, 600), default=100,
                         help="trains in the session (default 100, about 140 s)")
     return parser
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.trains < 2:
-        raise SystemExit(f"--trains {args.trains}: at least 2 (errors are relative to the first)")
     result = await measure(args.trains)
     emit(result, describe(result))
     return result

@@ -131,8 +131,9 @@ class DaemonProcess:
             raise StackError(f"daemon {self.device_id} is not started")
         return self.process.pid
 
-    def start(self) -> None:
-        """Launch the daemon (from the main thread: see ``dies_with_parent``)."""
+    def start(self) -> int:
+        """Launch the daemon (from the main thread: see ``dies_with_parent``); returns the
+        monotonic ns just before the spawn."""
         if self.process is not None:
             raise StackError(f"daemon {self.device_id} already started")
         with contextlib.suppress(FileNotFoundError):
@@ -153,6 +154,7 @@ class DaemonProcess:
                     "--log-format", "json", "--log-level", self.log_level]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             )
+        return self.started_ns
 
     def _drain_notifications(self) -> None:
         """Read every pending datagram; note the first ``READY=1``."""

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.cli import run_main
+from bench.cli import bounded, run_main
 from bench.clients import Operator, connected
 from bench.floor import DISARM_COMMAND, FLOOR_SUBSCRIPTION, MqttFloor, line_time_ns
 from bench.pulse_log import PulseLogTail
@@ -148,14 +148,13 @@ def describe(result: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.stop_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=200, help="stops to time (default 200)")
+    parser.add_argument("--trials", type=bounded(int, 1, 100_000), default=200,
+                        help="stops to time (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random stop delays")
     return parser
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.trials < 1:
-        raise SystemExit(f"--trials {args.trials}: at least 1")
     result = await measure(args.trials, args.seed)
     emit(result, describe(result))
     return result

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,7 +125,6 @@ class ActiveSession:
     last_train: TrainSpec | None = None
     last_end_ns: int | None = None
     ended: bool = False
-    history: list[dict[str, int]] = field(default_factory=list)
 
 
 def _utc_now() -> datetime:
@@ -720,10 +719,6 @@ class SessionController:
         session.next_index = train.index + 1
         session.last_train = train
         session.last_end_ns = end_ns
-        session.history.append({
-            "train": train.index, "planned_onset_us": train.onset_us,
-            "actual_onset_us": actual_onset_us, "pulses": delivered,
-        })
         self._emit("train_completed", {
             "session_id": session.session_id, "train": train.index,
             "pulses_delivered": delivered, "session_pulses_delivered": session.pulses_delivered,

@@ -79,7 +79,8 @@ def device_meta(config: StimdConfig, controller: SessionController) -> dict[str,
         "dialect": identity.dialect if identity else None,
         "firmware": identity.firmware if identity else None,
         "serial_number": identity.serial_number if identity else None,
-        # the daemon cannot tell; it reports the port so a dashboard can
+        # simulated or not: the daemon treats a simulator's pty exactly like hardware and
+        # cannot tell them apart, so it reports the port it was configured with
         "port": config.device.port,
         "capabilities": None if caps is None else {
             "display_name": caps.display_name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, TypeVar
@@ -94,6 +95,19 @@ class FairQueue(Generic[T]):
         if queue:
             self._queues[operator] = queue  # back of the rotation
         return item
+
+    def remove_if(self, predicate: Callable[[T], bool]) -> list[T]:
+        """Remove and return the waiting items ``predicate`` selects; the rest keep order."""
+        removed: list[T] = []
+        for operator in list(self._queues):
+            queue = self._queues[operator]
+            kept = deque(item for item in queue if not predicate(item))
+            removed += [item for item in queue if predicate(item)]
+            if kept:
+                self._queues[operator] = kept
+            else:
+                del self._queues[operator]
+        return removed
 
     def drain(self) -> list[T]:
         """Remove and return everything waiting."""

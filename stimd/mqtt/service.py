@@ -60,6 +60,8 @@ INCOMING_BUFFER = 1000
 MAX_UNLISTED_SENDERS = 64
 #: Seconds a goodbye ``status`` publish may take during shutdown.
 GOODBYE_TIMEOUT_S = 1.0
+#: Verbs that can energise the coil: a stop cancels those still waiting in the queue.
+ENERGIZING_VERBS = frozenset({Verb.ARM, Verb.START, Verb.RESUME})
 #: ``state`` values during which the snapshot is republished at the steady rate.
 STEADY_STATES = frozenset({"ARMED", "RUNNING", "PAUSED"})
 
@@ -450,7 +452,26 @@ class MqttService:
                      code=rejected.code.value, reason=rejected.message)
             return Answer(user, route, self._refusal(command_id, rejected))
         log.info("mqtt_command_queued", user=user, id=command_id, verb=verb.value)
+        if verb is Verb.STOP:
+            self._supersede_queued(user, command_id)
         return None
+
+    def _supersede_queued(self, stopper: str, stop_id: str) -> None:
+        """A stop cancels the arming commands still waiting: they were sent before it, and
+        running them after it would undo it (start, start, stop must fire nothing)."""
+        superseded = self._lanes[Lane.ORDINARY].remove_if(
+            lambda item: item.verb in ENERGIZING_VERBS
+        )
+        for item in superseded:
+            log.warning("mqtt_command_superseded_by_stop", user=item.user, id=item.command.id,
+                        verb=item.verb.value, stop_id=stop_id, stopped_by=stopper)
+            reply = self._refusal(item.command.id, PayloadRejected(
+                ErrorCode.WRONG_STATE,
+                f"{item.verb.value} was still waiting when stop {stop_id!r} from "
+                f"{stopper!r} arrived: not executed (send it again to proceed)",
+            ))
+            self._replay.finish(item.user, item.command.id, reply)
+            self._post_reply(Answer(item.user, item.route, reply), executed=True)
 
     def _check_sender(self, user: str) -> None:
         if self._operators is not None and user not in self._operators:
