@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run only these ({', '.join(BENCHMARKS)})")
     parser.add_argument("--fleet-n", type=bounded(int, 1, 100), default=10,
                         help="daemons in the fleet benchmark (default 10; 50 opt-in)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="each benchmark in its smallest configuration (seconds, not "
+                             "minutes): checks that they run, measures nothing worth keeping")
     parser.add_argument("--output", type=Path, default=report.DOC_PATH,
                         help=f"report file (default {report.DOC_PATH})")
     return parser
@@ -43,7 +46,10 @@ async def run_all(args: argparse.Namespace) -> int:
     for name, module in BENCHMARKS.items():
         if args.only and name not in args.only:
             continue
-        argv = ["--n", str(args.fleet_n)] if module is fleet else []
+        if args.smoke:
+            argv = module.SMOKE_ARGV
+        else:
+            argv = ["--n", str(args.fleet_n)] if module is fleet else []
         method = module.__doc__ or ""
         try:
             result = await module.run(module.build_parser().parse_args(argv))

@@ -1,9 +1,11 @@
-"""MQTT clients of the benchmarks: an operator console and a dashboard, with receive times.
+"""MQTT clients of the benchmarks: stimctl's operator client, and timestamped watchers.
 
-Every message is stamped with ``time.monotonic_ns()`` the moment the reader takes it off
-the connection, so it can be compared with the simulator's pulse log (same clock).
-Replies are matched to commands by id, never assumed; other messages go to the queues of
-the topic filters a benchmark watches.
+Commands go through ``stimd.mqtt.operator_client.OperatorClient``, the client ``stimctl``
+uses, so they carry what a technician's commands carry (``ts``, Response Topic,
+Correlation Data, Message Expiry) and replies are matched by id. Watching is separate:
+every message a watcher receives is stamped with ``time.monotonic_ns()`` the moment the
+reader takes it off the connection, so it can be compared with the simulator's pulse
+log (same clock).
 """
 
 from __future__ import annotations
@@ -20,16 +22,21 @@ from typing import Any
 
 import aiomqtt
 
+from stimd.commands import Reply, Verb
 from stimd.mqtt.connection import build_client
+from stimd.mqtt.operator_client import OperatorClient
 from stimd.mqtt.private_broker import PrivateBroker
-from stimd.mqtt.topics import ROOT, DeviceTopics
+from stimd.mqtt.topics import ROOT
 
 QOS = 1
+#: Above the longest command: ``start`` arms the device (~1 s, more on a loaded machine).
 REPLY_TIMEOUT_S = 30.0
+ONLINE_TIMEOUT_S = 120.0
+_CLIENT_NUMBERS = itertools.count(1)
 
 
 class CommandFailed(RuntimeError):
-    """The daemon answered ``ok: false`` (or not at all) to a command the benchmark needed."""
+    """The daemon refused a command the benchmark needed; the message has its reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +44,10 @@ class Received:
     topic: str
     payload: Any
     received_ns: int
-    retain: bool
+
+    @property
+    def device_id(self) -> str:
+        return self.topic.split("/")[1]
 
 
 class Inbox:
@@ -46,7 +56,6 @@ class Inbox:
     def __init__(self, client: aiomqtt.Client) -> None:
         self.client = client
         self._watched: list[tuple[str, asyncio.Queue[Received]]] = []
-        self._replies: dict[str, asyncio.Future[Received]] = {}
 
     def watch(self, topic_filter: str) -> asyncio.Queue[Received]:
         """A queue of every later message matching ``topic_filter`` (subscribe separately)."""
@@ -54,24 +63,15 @@ class Inbox:
         self._watched.append((topic_filter, queue))
         return queue
 
-    def expect_reply(self, topic: str) -> asyncio.Future[Received]:
-        future: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
-        self._replies[topic] = future
-        return future
-
     async def run(self) -> None:
         async for message in self.client.messages:
             now = time.monotonic_ns()
-            topic = message.topic.value
             raw = message.payload
             try:
                 payload = json.loads(raw) if isinstance(raw, bytes | str) else raw
             except json.JSONDecodeError:
                 payload = raw
-            received = Received(topic, payload, now, bool(message.retain))
-            future = self._replies.pop(topic, None)
-            if future is not None and not future.done():
-                future.set_result(received)
+            received = Received(message.topic.value, payload, now)
             for topic_filter, queue in self._watched:
                 if message.topic.matches(topic_filter):
                     queue.put_nowait(received)
@@ -83,10 +83,8 @@ async def connected(
 ) -> AsyncIterator[Inbox]:
     """A connection for ``account`` with its reader running; ``subscriptions`` at QoS 1.
 
-    Watch queues must be created (``inbox.watch``) before a message can be routed to
-    them, so retained messages delivered at subscription reach only filters watched
-    before ``subscribe``; callers that need those pass no subscriptions here and
-    subscribe themselves after watching.
+    A message is routed only to filters watched when it arrives: watch a topic with
+    retained values before subscribing to it (``inbox.client.subscribe``).
     """
     client = build_client(
         broker.client_config(account),
@@ -103,79 +101,45 @@ async def connected(
             reader.cancel()
 
 
-_CLIENT_NUMBERS = itertools.count(1)
-_COMMAND_NUMBERS = itertools.count(1)
-ONLINE_TIMEOUT_S = 120.0
+def console(broker: PrivateBroker, account: str, device_id: str) -> OperatorClient:
+    """stimctl's client for ``account`` commanding ``device_id`` (``async with`` it)."""
+    return OperatorClient(broker.client_config(account), device_id,
+                          reply_timeout_s=REPLY_TIMEOUT_S)
+
+
+async def command(client: OperatorClient, verb: Verb, **fields: Any) -> Reply:
+    """One command with its matched reply; ``CommandFailed`` when the daemon says no."""
+    reply = await client.request(verb, fields)
+    if not reply.ok:
+        raise CommandFailed(
+            f"{verb.value} to {client.topics.device_id} refused in state {reply.state}: "
+            f"{reply.error}")
+    return reply
+
+
+async def heartbeats(client: OperatorClient, period_s: float) -> None:
+    """What an operator console does during a session: say "still here" regularly."""
+    while True:
+        await command(client, Verb.HEARTBEAT)
+        await asyncio.sleep(period_s)
 
 
 async def wait_online(
     broker: PrivateBroker, account: str, device_ids: Collection[str], *,
-    not_boot_ids: Collection[str] = (), timeout_s: float = ONLINE_TIMEOUT_S,
-) -> dict[str, Received]:
-    """Wait until every device's ``status`` says online (from a boot not in
-    ``not_boot_ids``); returns each device's status message.
+    timeout_s: float = ONLINE_TIMEOUT_S,
+) -> None:
+    """Wait until every device's retained ``status`` says online.
 
     READY comes before the daemon's MQTT connection, and a command published before the
     daemon subscribed is lost (clean sessions): this is what a console must wait for.
     """
-    online: dict[str, Received] = {}
+    online: set[str] = set()
     async with connected(broker, account) as inbox:
         statuses = inbox.watch(f"{ROOT}/+/status")
         await inbox.client.subscribe(f"{ROOT}/+/status", qos=QOS)
         async with asyncio.timeout(timeout_s):
-            while len(online) < len(device_ids):
+            while not online >= set(device_ids):
                 received = await statuses.get()
-                device_id = received.topic.split("/")[1]
                 status = received.payload
-                if (device_id in device_ids and isinstance(status, dict)
-                        and status.get("online") is True
-                        and status.get("boot_id") not in not_boot_ids):
-                    online.setdefault(device_id, received)
-    return online
-
-
-class Operator:
-    """Sends commands as ``user`` to one device and waits for their matched replies."""
-
-    def __init__(self, inbox: Inbox, user: str, device_id: str) -> None:
-        self.inbox = inbox
-        self.user = user
-        self.topics = DeviceTopics(device_id)
-
-    @staticmethod
-    def new_id(verb: str) -> str:
-        return f"bench-{os.getpid()}-{next(_COMMAND_NUMBERS)}-{verb}"
-
-    async def send(self, verb: str, **fields: Any) -> tuple[asyncio.Future[Received], int]:
-        """Publish one command; returns its reply future and the publish start (mono ns)."""
-        command_id = self.new_id(verb)
-        future = self.inbox.expect_reply(self.topics.reply(self.user, command_id))
-        payload = json.dumps({"id": command_id, **fields}, default=str)
-        sent_ns = time.monotonic_ns()
-        await self.inbox.client.publish(
-            self.topics.command(self.user, verb), payload, qos=QOS)
-        return future, sent_ns
-
-    async def command(self, verb: str, *, within_s: float = REPLY_TIMEOUT_S,
-                      **fields: Any) -> dict[str, Any]:
-        """Send and wait for an ``ok`` reply; ``CommandFailed`` with the reason otherwise."""
-        future, _ = await self.send(verb, **fields)
-        try:
-            async with asyncio.timeout(within_s):
-                reply = await future
-        except TimeoutError:
-            raise CommandFailed(
-                f"{verb} to {self.topics.device_id}: no reply within {within_s} s") from None
-        body: dict[str, Any] = reply.payload
-        if not body.get("ok"):
-            raise CommandFailed(
-                f"{verb} to {self.topics.device_id} refused in state {body.get('state')}: "
-                f"{body.get('error')}")
-        return body
-
-
-    async def heartbeats(self, period_s: float) -> None:
-        """What an operator console does during a session: say "still here" regularly."""
-        while True:
-            await self.command("heartbeat")
-            await asyncio.sleep(period_s)
+                if isinstance(status, dict) and status.get("online") is True:
+                    online.add(received.device_id)

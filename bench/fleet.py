@@ -17,19 +17,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from bench.cli import bounded, run_main
-from bench.clients import Inbox, Operator, Received, connected
+from bench.clients import Received, command, connected, console, heartbeats
 from bench.procstat import measure_usage, pid_with_argument, summarise
 from bench.results import Target, distribution_ms, emit
 from bench.session import HEARTBEAT_PERIOD_S, motor_threshold, planned_schedule, rtms_protocol
 from bench.stack import DASHBOARD, OPERATOR, BenchStack
+from stimd.commands import Verb
+from stimd.mqtt.operator_client import OperatorClient
 from stimd.mqtt.topics import ROOT
 
 NAME = "fleet"
+#: The smallest run that exercises everything (the test suite's smoke run).
+SMOKE_ARGV = ["--n", "2", "--idle-seconds", "1", "--running-seconds", "1", "--rounds", "1"]
 TARGET_IDLE_CPU_PCT = 1.0
 TARGET_RSS_MB = 80.0
 SETTLE_S = 3.0  # after the last daemon came online: its start-up work is not "idle"
@@ -40,33 +46,24 @@ RUNNING_PROTOCOL = rtms_protocol(
     description="fleet benchmark: trains of 5 pulses at 10 Hz for as long as it measures")
 
 
-def device_of(received: Received) -> str:
-    return received.topic.split("/")[1]
-
-
-async def command_to_state(console: Inbox, states: asyncio.Queue[Received],
-                           device_ids: Sequence[str], verb: str, expected: str,
+async def command_to_state(operators: dict[str, OperatorClient],
+                           states: asyncio.Queue[Received], verb: Verb, expected: str,
                            **fields: Any) -> list[int]:
-    """Send ``verb`` to every device; ns from each publish to its ``expected`` state."""
+    """Send ``verb`` to every device at once; ns from each send to its ``expected`` state."""
     sent: dict[str, int] = {}
-    replies = []
-    for device_id in device_ids:
-        reply, sent_ns = await Operator(console, OPERATOR, device_id).send(verb, **fields)
-        sent[device_id] = sent_ns
-        replies.append(reply)
     latency: dict[str, int] = {}
-    async with asyncio.timeout(STATE_TIMEOUT_S):
-        while len(latency) < len(device_ids):
-            received = await states.get()
-            device_id = device_of(received)
-            if (device_id in sent and device_id not in latency
-                    and received.received_ns > sent[device_id]
-                    and received.payload.get("state") == expected):
-                latency[device_id] = received.received_ns - sent[device_id]
-        answers = await asyncio.gather(*replies)
-    refused = [a.payload for a in answers if not a.payload.get("ok")]
-    if refused:
-        raise RuntimeError(f"{verb} refused: {refused[:3]}")
+    async with asyncio.TaskGroup() as group:
+        for device_id, operator in operators.items():
+            sent[device_id] = time.monotonic_ns()
+            group.create_task(command(operator, verb, **fields))
+        async with asyncio.timeout(STATE_TIMEOUT_S):
+            while len(latency) < len(operators):
+                received = await states.get()
+                device_id = received.device_id
+                if (device_id in sent and device_id not in latency
+                        and received.received_ns > sent[device_id]
+                        and received.payload.get("state") == expected):
+                    latency[device_id] = received.received_ns - sent[device_id]
     return list(latency.values())
 
 
@@ -74,13 +71,14 @@ async def measure(count: int, idle_s: float, running_s: float, rounds: int) -> d
     planned_schedule(RUNNING_PROTOCOL)  # refuse early what the daemons would refuse
     with BenchStack(count) as stack:
         await stack.start_daemons()
-        ids = [rig.device_id for rig in stack.rigs]
         pids = [rig.daemon.pid for rig in stack.rigs]
         broker_pid = pid_with_argument(str(stack.broker.conf_file))
-        async with (
-            connected(stack.broker, OPERATOR, (f"{ROOT}/+/reply/{OPERATOR}/#",)) as console,
-            connected(stack.broker, DASHBOARD) as dashboard,
-        ):
+        async with contextlib.AsyncExitStack() as clients:
+            operators = {
+                rig.device_id: await clients.enter_async_context(
+                    console(stack.broker, OPERATOR, rig.device_id))
+                for rig in stack.rigs}
+            dashboard = await clients.enter_async_context(connected(stack.broker, DASHBOARD))
             states = dashboard.watch(STATE_FILTER)
             await dashboard.client.subscribe(STATE_FILTER, qos=1)
             await asyncio.sleep(SETTLE_S)
@@ -88,27 +86,24 @@ async def measure(count: int, idle_s: float, running_s: float, rounds: int) -> d
             latencies: list[int] = []
             for round_ in range(rounds):
                 latencies += await command_to_state(
-                    console, states, ids, "load", "LOADED", protocol=RUNNING_PROTOCOL,
+                    operators, states, Verb.LOAD, "LOADED", protocol=RUNNING_PROTOCOL,
                     motor_threshold=motor_threshold(), patient_ref=f"bench-fleet-{round_}")
-                latencies += await command_to_state(console, states, ids, "unload", "IDLE")
-            for device_id in ids:
-                await Operator(console, OPERATOR, device_id).command(
-                    "load", protocol=RUNNING_PROTOCOL, motor_threshold=motor_threshold(),
-                    patient_ref=f"bench-fleet-{device_id}")
+                latencies += await command_to_state(operators, states, Verb.UNLOAD, "IDLE")
+            await command_to_state(
+                operators, states, Verb.LOAD, "LOADED", protocol=RUNNING_PROTOCOL,
+                motor_threshold=motor_threshold(), patient_ref="bench-fleet-running")
             # arming takes the device ~1 s: not part of a state update's latency
-            await command_to_state(console, states, ids, "start", "RUNNING")
+            await command_to_state(operators, states, Verb.START, "RUNNING")
             async with asyncio.TaskGroup() as group:
-                heartbeats = [
-                    group.create_task(
-                        Operator(console, OPERATOR, d).heartbeats(HEARTBEAT_PERIOD_S))
-                    for d in ids]
+                beating = [group.create_task(heartbeats(operator, HEARTBEAT_PERIOD_S))
+                           for operator in operators.values()]
                 try:
                     running = await measure_usage(pids, running_s)
                 finally:
-                    for task in heartbeats:
+                    for task in beating:
                         task.cancel()
-            for device_id in ids:
-                await Operator(console, OPERATOR, device_id).command("stop")
+            for operator in operators.values():
+                await command(operator, Verb.STOP)
     idle_summary = summarise(idle)
     running_summary = summarise(running)
     rss_max = max(idle_summary["rss_mb_max"], running_summary["rss_mb_max"])

@@ -23,7 +23,7 @@ from itertools import pairwise
 from typing import Any
 
 from bench.cli import bounded, run_main
-from bench.clients import Operator, connected
+from bench.clients import connected, console
 from bench.pulse_log import PulseLogTail
 from bench.results import Target, emit
 from bench.session import event_queue, planned_schedule, rtms_protocol, run_session
@@ -31,6 +31,8 @@ from bench.stack import OPERATOR, BenchStack, cpu_burners
 from stimd.mqtt.topics import DeviceTopics
 
 NAME = "keepalive_load"
+#: The smallest run that exercises everything (the test suite's smoke run).
+SMOKE_ARGV = ["--seconds", "3"]
 BURNERS = 2
 TARGET_MAX_GAP_MS = 600.0
 TRAIN_PERIOD_S = 1.4  # 5 pulses at 10 Hz (0.4 s) and 1 s between trains
@@ -82,13 +84,15 @@ async def measure(seconds: float) -> dict[str, Any]:
         rig = stack.rigs[0]
         topics = DeviceTopics(rig.device_id)
         tail = PulseLogTail(rig.simulator.pulse_log)
-        subscriptions = (topics.reply_filter(OPERATOR), topics.event("#"))
-        async with connected(stack.broker, OPERATOR, subscriptions) as console:
-            events = event_queue(console, rig.device_id)
+        async with (
+            console(stack.broker, OPERATOR, rig.device_id) as operator,
+            connected(stack.broker, OPERATOR, (topics.event("#"),)) as watcher,
+        ):
+            events = event_queue(watcher, rig.device_id)
             start = tail.mark()
             with cpu_burners(BURNERS):
                 outcome = await run_session(
-                    Operator(console, OPERATOR, rig.device_id), events, protocol=chosen,
+                    operator, events, protocol=chosen,
                     patient_ref="bench-keepalive",
                     # the load slows every step; a drifting schedule must still finish
                     timeout_s=2 * schedule.duration_s + 60)

@@ -5,10 +5,11 @@ For every train the actual onset is its first pulse in the simulator's pulse log
 planned onset is the schedule's (from the same validator the daemon uses) relative to
 the first train's actual onset, so the constant cost of getting a train out (status
 read, write-ahead record, the fire command's bytes) cancels and what remains is how
-much that cost varies. The daemon's own ``train_started`` events say when it called
-fire; comparing them splits each error into "before the fire call" (waking up,
-interlock reads, the durable intent) and "from the fire call to the pulse" (waiting
-for the serial line, the fire command's bytes).
+much that cost varies, plus whatever accumulates from train to train (reported as the
+drift: the least-squares slope of the error over the train index). The daemon's own
+``train_started`` events say when it called fire; comparing them splits each error into
+"before the fire call" (waking up, interlock reads, the durable intent) and "from the
+fire call to the pulse" (waiting for the serial line, the fire command's bytes).
 
 Target: p99 error ≤ 2 ms beyond the fire command's own line time.
 
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.cli import bounded, run_main
-from bench.clients import Operator, connected
+from bench.clients import connected, console
 from bench.floor import FIRE_COMMAND, line_time_ns
 from bench.pulse_log import PulseLogTail
 from bench.results import Target, distribution_ms, emit
@@ -32,6 +33,8 @@ from bench.stack import OPERATOR, BenchStack
 from stimd.mqtt.topics import DeviceTopics
 
 NAME = "onset_accuracy"
+#: The smallest run that exercises everything (the test suite's smoke run).
+SMOKE_ARGV = ["--trains", "3"]
 TARGET_MARGIN_MS = 2.0
 SESSION_MARGIN_S = 60.0  # arming, and the slack a loaded machine may add to a session
 
@@ -41,6 +44,18 @@ def protocol(trains: int) -> dict[str, Any]:
         "bench-onsets", frequency_hz=10, pulses_per_train=5, trains=trains,
         inter_train_interval_s=1,
         description=f"onset accuracy benchmark: {trains} trains of 5 pulses at 10 Hz")
+
+
+def slope(values: list[int]) -> float:
+    """Least-squares slope of ``values`` over their index (0 for fewer than two)."""
+    count = len(values)
+    if count < 2:
+        return 0.0
+    mean_x = (count - 1) / 2
+    mean_y = sum(values) / count
+    covariance = sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values))
+    variance = sum((x - mean_x) ** 2 for x in range(count))
+    return covariance / variance
 
 
 def first_pulses(records: list[dict[str, Any]]) -> list[int]:
@@ -58,12 +73,14 @@ async def measure(trains: int) -> dict[str, Any]:
         rig = stack.rigs[0]
         topics = DeviceTopics(rig.device_id)
         tail = PulseLogTail(rig.simulator.pulse_log)
-        subscriptions = (topics.reply_filter(OPERATOR), topics.event("#"))
-        async with connected(stack.broker, OPERATOR, subscriptions) as console:
-            events = event_queue(console, rig.device_id)
+        async with (
+            console(stack.broker, OPERATOR, rig.device_id) as operator,
+            connected(stack.broker, OPERATOR, (topics.event("#"),)) as watcher,
+        ):
+            events = event_queue(watcher, rig.device_id)
             start = tail.mark()
             outcome = await run_session(
-                Operator(console, OPERATOR, rig.device_id), events, protocol=chosen,
+                operator, events, protocol=chosen,
                 patient_ref="bench-onsets", timeout_s=schedule.duration_s + SESSION_MARGIN_S)
         tail.read_new()
     if not outcome.completed:
@@ -90,6 +107,7 @@ async def measure(trains: int) -> dict[str, Any]:
         "protocol": chosen["rtms"],
         "error_ms": error,
         "jitter_ms": round(float(error["p99"]) - float(error["p50"]), 3),
+        "drift_ms_per_train": round(slope(errors) / 1e6, 3),
         "error_parts_ms": {
             "planned_to_fire_call": distribution_ms(before_fire),
             "fire_call_to_first_pulse": distribution_ms(after_fire),
@@ -105,7 +123,8 @@ def describe(result: dict[str, Any]) -> str:
     error = result["error_ms"]
     parts = result["error_parts_ms"]
     return (f"{result['trains']} trains: onset error p50 {error['p50']} ms, p99 {error['p99']} ms, "
-            f"max {error['max']} ms, jitter {result['jitter_ms']} ms (fire command "
+            f"max {error['max']} ms, jitter {result['jitter_ms']} ms, drift "
+            f"{result['drift_ms_per_train']} ms per train (fire command "
             f"{result['fire_command_line_time_ms']} ms on the line); p99 before the fire call "
             f"{parts['planned_to_fire_call']['p99']} ms, after it "
             f"{parts['fire_call_to_first_pulse']['p99']} ms")

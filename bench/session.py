@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.clients import Inbox, Operator, Received
-from bench.stack import MAINS_VOLTAGE, MODEL
+from bench.clients import Inbox, Received, command, heartbeats
+from bench.stack import MODEL
 from protocols.capabilities import device_profile
 from protocols.model import parse_protocol
 from protocols.motor_threshold import MotorThreshold
 from protocols.schedule import PulseSchedule
 from protocols.site import SiteLimits
 from protocols.validation import validate
+from stimd.commands import Verb
+from stimd.demo import mains_for
+from stimd.mqtt.operator_client import OperatorClient
 from stimd.mqtt.topics import DeviceTopics
 
 MOTOR_THRESHOLD_PCT_MSO = 50
@@ -51,7 +54,7 @@ def planned_schedule(protocol: dict[str, Any]) -> PulseSchedule:
     result = validate(
         parse_protocol(protocol, source="benchmark protocol"),
         MotorThreshold(MOTOR_THRESHOLD_PCT_MSO, "emg", now),
-        device_profile(MODEL, MAINS_VOLTAGE), SiteLimits(), now=now)
+        device_profile(MODEL, mains_for(MODEL)), SiteLimits(), now=now)
     if result.plan is None or not result.accepted:
         reasons = "; ".join(c.message for c in result.checks if not c.ok)
         raise ValueError(f"benchmark protocol refused by the validator: {reasons}")
@@ -71,18 +74,18 @@ class SessionOutcome:
         return [e for e in self.events if e.payload.get("type") == event_type]
 
 
-async def run_session(operator: Operator, events: asyncio.Queue[Received], *,
+async def run_session(operator: OperatorClient, events: asyncio.Queue[Received], *,
                       protocol: str | dict[str, Any], patient_ref: str,
                       timeout_s: float) -> SessionOutcome:
     """Load, start and heartbeat until an end event; ``events`` watches ``evt/#``."""
-    await operator.command("load", protocol=protocol, motor_threshold=motor_threshold(),
-                           patient_ref=patient_ref)
+    await command(operator, Verb.LOAD, protocol=protocol, motor_threshold=motor_threshold(),
+                  patient_ref=patient_ref)
     while not events.empty():
         events.get_nowait()
     seen: list[Received] = []
     async with asyncio.TaskGroup() as group:
-        await operator.command("start")
-        heartbeats = group.create_task(operator.heartbeats(HEARTBEAT_PERIOD_S))
+        await command(operator, Verb.START)
+        beating = group.create_task(heartbeats(operator, HEARTBEAT_PERIOD_S))
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
@@ -91,7 +94,7 @@ async def run_session(operator: Operator, events: asyncio.Queue[Received], *,
                     if event.payload.get("type") in END_EVENTS:
                         return SessionOutcome(event, seen)
         finally:
-            heartbeats.cancel()
+            beating.cancel()
 
 
 def event_queue(inbox: Inbox, device_id: str) -> asyncio.Queue[Received]:

@@ -1,9 +1,11 @@
 """The stack under test as real processes: one private broker, N simulator + daemon pairs.
 
-The demo wires the same three parts, but for one device and for a person watching; the
-benchmarks need N devices, the daemon's own ``READY`` notification and its pid (for
-/proc), so this module launches ``stimd run`` itself with a generated configuration and
-a ``NOTIFY_SOCKET`` it listens on. Everything lives in one temporary directory.
+The demo (``stimd.demo``) wires the same three parts for one device and a person
+watching; its configuration writer and the tests' simulator launcher are reused here.
+What the benchmarks need beyond it — N devices, the daemon's own ``READY`` notification
+(a ``NOTIFY_SOCKET`` this module listens on) and its pid for /proc — is why the daemon is
+launched here rather than through the demo's ``ChildProcess``. Everything lives in one
+temporary directory.
 
 Clean-up is layered so no process outlives a benchmark: every ``start`` is undone by
 the ``ExitStack`` of ``BenchStack`` (also on an exception or Ctrl-C, and on SIGTERM,
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -25,15 +26,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from bench.clients import wait_online
 from simulator.testing import SimulatorOptions, SimulatorProcess
+from stimd.demo import daemon_toml
 from stimd.mqtt.private_broker import PrivateBroker, standard_accounts
 
 OPERATOR = "bench-op"
@@ -41,13 +43,17 @@ DASHBOARD = "bench-dash"
 #: A device account no daemon uses: the floor's subscriber reads commands sent to it.
 FLOOR_DEVICE = "benchfloor"
 MODEL = "magstim-rapid2"
-MAINS_VOLTAGE = 240
 #: A cold Python start of the daemon plus the Rapid's handshake at 9600 baud takes ~1 s
 #: on an idle machine; fifty of them starting at once on two cores take far longer.
 DAEMON_READY_TIMEOUT_S = 120.0
 #: Above the daemon's own STOP_BUDGET_S (10 s): an orderly stop always fits.
 DAEMON_STOP_TIMEOUT_S = 15.0
 SIMULATOR_START_WORKERS = 8
+#: The bench operator console heartbeats every 2 s (``bench.session``); 10 s is the
+#: example configuration's value.
+HEARTBEAT_TIMEOUT_S = 10.0
+#: What production logs: the cost of logging every command is part of the daemon's cost.
+LOG_LEVEL = "info"
 
 #: util-linux (essential on Debian): makes the kernel SIGTERM a child whose parent dies.
 SETPRIV = shutil.which("setpriv")
@@ -75,51 +81,15 @@ def device_ids(count: int) -> list[str]:
     return [f"bench{index:02d}" for index in range(1, count + 1)]
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__} {value!r}")
-
-
-def render_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
-    """Tables of scalars and lists as TOML (all the daemon's configuration needs)."""
-    lines: list[str] = []
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
-        lines.append("")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonSettings:
-    """What the benchmarks change in the daemon's configuration (defaults otherwise)."""
-
-    heartbeat_timeout_s: float = 10.0
-    #: Each stop-latency trial is a new session for a new bench patient reference, so
-    #: the daily budget never blocks a trial; the session limit stays the default.
-    site: Mapping[str, Any] = field(default_factory=dict)
-    supervisor: Mapping[str, Any] = field(default_factory=dict)
-    mqtt: Mapping[str, Any] = field(default_factory=dict)
-    log_level: str = "info"
-
-
 class DaemonProcess:
     """One ``stimd run`` child with its own notify socket, log file and state directory."""
 
-    def __init__(self, device_id: str, config_file: Path, workdir: Path, log_level: str) -> None:
+    def __init__(self, device_id: str, config_file: Path, workdir: Path) -> None:
         self.device_id = device_id
         self.config_file = config_file
         self.workdir = workdir
         self.log_file = workdir / "daemon.log"
         self.notify_path = workdir / "notify.sock"
-        self.log_level = log_level
         self.process: subprocess.Popen[bytes] | None = None
         self.started_ns: int | None = None
         self.ready_ns: int | None = None
@@ -151,7 +121,7 @@ class DaemonProcess:
             self.process = subprocess.Popen(
                 dies_with_parent([
                     sys.executable, "-m", "stimd.cli", "run", "--config", str(self.config_file),
-                    "--log-format", "json", "--log-level", self.log_level]),
+                    "--log-format", "json", "--log-level", LOG_LEVEL]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             )
         return self.started_ns
@@ -205,17 +175,6 @@ class DaemonProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def log_records(self) -> list[dict[str, Any]]:
-        """The daemon's JSON log lines (non-JSON lines, e.g. a traceback, are skipped)."""
-        records = []
-        with contextlib.suppress(FileNotFoundError):
-            for line in self.log_file.read_text(errors="replace").splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    record = json.loads(line)
-                    if isinstance(record, dict):
-                        records.append(record)
-        return records
-
     def stop(self, timeout_s: float = DAEMON_STOP_TIMEOUT_S) -> int | None:
         """SIGTERM (orderly: disarm, close the record), SIGKILL if it overruns."""
         process = self.process
@@ -253,20 +212,19 @@ class BenchStack:
             rig = stack.rigs[0]
     """
 
-    def __init__(
-        self, count: int = 1, *, log_commands: bool = False,
-        settings: DaemonSettings | None = None, keep_workdir: bool = False,
-    ) -> None:
+    def __init__(self, count: int = 1, *, log_commands: bool = False) -> None:
         self.count = count
         self.log_commands = log_commands
-        self.settings = settings or DaemonSettings()
-        self.keep_workdir = keep_workdir
-        self.workdir = Path(tempfile.mkdtemp(prefix="stimd-bench-"))
         self.rigs: list[DeviceRig] = []
         self._exit = contextlib.ExitStack()
         ids = device_ids(count)
-        accounts = standard_accounts([*ids, FLOOR_DEVICE], [OPERATOR], [DASHBOARD])
-        self.broker = PrivateBroker(self.workdir / "broker", accounts)
+        self.workdir = Path(tempfile.mkdtemp(prefix="stimd-bench-"))
+        try:
+            accounts = standard_accounts([*ids, FLOOR_DEVICE], [OPERATOR], [DASHBOARD])
+            self.broker = PrivateBroker(self.workdir / "broker", accounts)
+        except BaseException:
+            self._remove_workdir()
+            raise
 
     # ---- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -287,8 +245,7 @@ class BenchStack:
         self._exit.close()
 
     def _remove_workdir(self) -> None:
-        if not self.keep_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _start_simulators(self) -> None:
         options = SimulatorOptions(device=MODEL, line_rate=True, log_commands=self.log_commands)
@@ -303,37 +260,21 @@ class BenchStack:
             workdir = self.workdir / device_id
             (workdir / "state").mkdir(parents=True)
             config_file = workdir / "stimd.toml"
-            config_file.write_text(render_toml(self.daemon_config(device_id, simulator)))
-            daemon = DaemonProcess(device_id, config_file, workdir, self.settings.log_level)
+            config_file.write_text(daemon_toml(
+                device_id=device_id, driver=MODEL, port=simulator.link,
+                state_dir=workdir / "state", broker=self.broker, operators=[OPERATOR],
+                heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S), encoding="utf-8")
+            daemon = DaemonProcess(device_id, config_file, workdir)
             self.rigs.append(DeviceRig(device_id, simulator, daemon))
 
-    def daemon_config(self, device_id: str, simulator: SimulatorProcess) -> dict[str, Any]:
-        settings = self.settings
-        mqtt = self.broker.client_config(device_id).model_dump(mode="json", exclude_none=True)
-        tables: dict[str, dict[str, Any]] = {
-            "device": {"id": device_id, "driver": MODEL, "port": str(simulator.link),
-                       "mains_voltage": MAINS_VOLTAGE},
-            "operators": {"names": [OPERATOR],
-                          "heartbeat_timeout_s": settings.heartbeat_timeout_s},
-            "storage": {"state_dir": str(self.workdir / device_id / "state")},
-            "mqtt": {key: mqtt[key] for key in ("host", "port", "username", "password_file")}
-            | dict(settings.mqtt),
-        }
-        if settings.site:
-            tables["site"] = dict(settings.site)
-        if settings.supervisor:
-            tables["supervisor"] = dict(settings.supervisor)
-        return tables
-
-    async def start_daemons(self, rigs: Sequence[DeviceRig] | None = None) -> None:
+    async def start_daemons(self) -> None:
         """Launch the daemons at once; return when every one said READY and is online."""
-        chosen = self.rigs if rigs is None else rigs
-        for rig in chosen:
+        for rig in self.rigs:
             rig.daemon.start()
         async with asyncio.TaskGroup() as group:
-            for rig in chosen:
+            for rig in self.rigs:
                 group.create_task(rig.daemon.wait_ready())
-        await wait_online(self.broker, DASHBOARD, [rig.device_id for rig in chosen])
+        await wait_online(self.broker, DASHBOARD, [rig.device_id for rig in self.rigs])
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ from bench.stack import DAEMON_READY_TIMEOUT_S, DASHBOARD, BenchStack
 from stimd.mqtt.topics import DeviceTopics
 
 NAME = "startup"
+#: The smallest run that exercises everything (the test suite's smoke run).
+SMOKE_ARGV = ["--trials", "1"]
 TARGET_S = 1.5
 
 

@@ -1,15 +1,19 @@
 """Stop latency: an operator publishes ``stop`` while a train runs; how soon is it disarmed?
 
-Latency is from the moment this process starts publishing ``stop`` to the moment the
-simulator has received the last byte of the disarm command (its pulse log, same
-monotonic clock). One stack serves every trial: load, start, wait until the daemon
-reports the train started, wait a random 0.05-0.65 s (longer than the daemon's 0.5 s
-status poll, so stops land at every phase of the serial traffic), stop. The protocol's
-trains last three minutes, so a train is always running when the stop arrives; each
-trial uses its own bench patient reference so the daily pulse budget never interferes.
+Latency is from the moment this process starts sending ``stop`` (with stimctl's
+client) to the moment the simulator has received the last byte of the disarm command
+(its pulse log, same monotonic clock). One stack serves every trial: load, start, wait
+until the daemon reports the train started, wait a random 0.05-0.65 s (longer than the
+daemon's 0.5 s status poll, so stops land at every phase of the serial traffic), stop.
+The protocol's trains last three minutes, so a train is always running when the stop
+arrives; each trial uses its own bench patient reference so the daily pulse budget
+never interferes.
 
 The floor, measured during the same trains: a bare publish → delivery on the same
-broker plus the disarm command's bytes at 9600 baud.
+broker plus the disarm command's bytes at 9600 baud. Each stop is also classified with
+the simulator's command log: was the serial line busy with another exchange (a status
+poll, a keep-alive) when the stop arrived? The driver sends one command at a time and
+waits for its reply, so the disarm queues behind such an exchange.
 
     python -m bench.stop_latency --trials 200
 """
@@ -20,21 +24,25 @@ import argparse
 import asyncio
 import random
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.cli import bounded, run_main
-from bench.clients import Operator, connected
+from bench.clients import command, connected, console
 from bench.floor import DISARM_COMMAND, FLOOR_SUBSCRIPTION, MqttFloor, line_time_ns
 from bench.pulse_log import PulseLogTail
 from bench.results import Target, distribution_ms, emit
 from bench.serial_traffic import in_the_way
 from bench.session import motor_threshold
 from bench.stack import FLOOR_DEVICE, OPERATOR, BenchStack
+from stimd.commands import Verb
 from stimd.mqtt.topics import DeviceTopics
 
 NAME = "stop_latency"
+#: The smallest run that exercises everything (the test suite's smoke run).
+SMOKE_ARGV = ["--trials", "3"]
 #: 1 Hz, 4 trains of 180 pulses: every stop lands inside a three-minute train.
 PROTOCOL = "1hz-rdlpfc"
 DELAY_RANGE_S = (0.05, 0.65)
@@ -63,21 +71,21 @@ async def measure(trials: int, seed: int) -> dict[str, Any]:
         rig = stack.rigs[0]
         topics = DeviceTopics(rig.device_id)
         tail = PulseLogTail(rig.simulator.pulse_log)
-        subscriptions = (topics.reply_filter(OPERATOR), topics.event("train_started"))
         async with (
-            connected(stack.broker, OPERATOR, subscriptions) as console,
+            console(stack.broker, OPERATOR, rig.device_id) as operator,
+            connected(stack.broker, OPERATOR, (topics.event("train_started"),)) as watcher,
             connected(stack.broker, FLOOR_DEVICE, (FLOOR_SUBSCRIPTION,)) as floor_end,
         ):
-            operator = Operator(console, OPERATOR, rig.device_id)
-            train_started = console.watch(topics.event("train_started"))
-            floor = MqttFloor(console, floor_end)
+            train_started = watcher.watch(topics.event("train_started"))
+            floor = MqttFloor(watcher, floor_end)
             loop = asyncio.get_running_loop()
             for trial in range(trials):
-                await operator.command("load", protocol=PROTOCOL, motor_threshold=motor_threshold(),
-                                       patient_ref=f"bench-stop-{trial:04d}")
+                await command(operator, Verb.LOAD, protocol=PROTOCOL,
+                              motor_threshold=motor_threshold(),
+                              patient_ref=f"bench-stop-{trial:04d}")
                 while not train_started.empty():
                     train_started.get_nowait()
-                await operator.command("start")
+                await command(operator, Verb.START)
                 async with asyncio.timeout(EVENT_TIMEOUT_S):
                     await train_started.get()
                 stop_at = loop.time() + rng.uniform(*DELAY_RANGE_S)
@@ -85,17 +93,16 @@ async def measure(trials: int, seed: int) -> dict[str, Any]:
                     mqtt_floor.append(await floor.sample())
                 await asyncio.sleep(max(0.0, stop_at - loop.time()))
                 start = tail.mark()
-                reply, sent_ns = await operator.send("stop")
+                sent_ns = time.monotonic_ns()
+                reply = await operator.request(Verb.STOP)
+                if not reply.ok or not (reply.result or {}).get("disarmed"):
+                    raise RuntimeError(f"trial {trial}: stop not confirmed: {reply}")
                 disarm = await tail.wait_for(disarm_after(sent_ns), EVENT_TIMEOUT_S,
                                              "disarm command after the stop", start=start)
                 latencies.append(disarm["mono_ns"] - sent_ns)
                 disarm_started_ns = disarm["mono_ns"] - disarm_line_ns
                 blocked_by.append(in_the_way(tail.records[max(0, start - 10):], sent_ns,
                                              disarm_started_ns))
-                async with asyncio.timeout(EVENT_TIMEOUT_S):
-                    answer = await reply
-                if not answer.payload.get("ok") or not answer.payload["result"]["disarmed"]:
-                    raise RuntimeError(f"trial {trial}: stop not confirmed: {answer.payload}")
                 tail.read_new()
                 if any(r["event"] == "train_aborted" for r in tail.records[start:]):
                     mid_train += 1

@@ -91,8 +91,10 @@ class KeepAlive:
         if task is None or task.done():
             return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # wait() rather than awaiting the task: its cancellation (or a late failure,
+        # reported by _on_done) is not the caller's, and a caller cancelled meanwhile
+        # must stay cancelled.
+        await asyncio.wait({task})
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

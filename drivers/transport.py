@@ -8,6 +8,10 @@ polling. Only a handle without a descriptor (e.g. ``loop://``) gets a reader thr
 Link loss — EIO or end of file on the descriptor, the simulator's pty vanishing, a
 socket reset — is latched once: every waiting and later call raises ``LinkLost`` and
 the ``on_lost`` callback fires, so a driver learns of an unplug even while idle.
+
+A write is never left half done by a cancelled caller: the device frames commands by
+length or start byte, so a command cut short would be misread together with the next
+one. A cancelled ``write`` finishes (within its own timeout) before it re-raises.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import serial
 
 from .errors import DeviceTimeout, LinkLost
+from .uninterrupted import finish_even_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class Transport(ABC):
         self._lost_reason: str | None = None
         self._closed = False
         self._on_lost: Callable[[LinkLost], None] | None = None
+        self._bytes_received = 0
+        self._last_arrival_at: float | None = None
 
     # -- state -------------------------------------------------------------------
     @property
@@ -57,6 +64,19 @@ class Transport(ABC):
     @property
     def lost_reason(self) -> str | None:
         return self._lost_reason
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received since opening, consumed or not: a link compares two readings to
+        learn whether a reply it stopped waiting for has arrived in full."""
+        self._drain_pending()
+        return self._bytes_received
+
+    @property
+    def last_arrival_at(self) -> float | None:
+        """Monotonic time the last bytes arrived (None: nothing yet)."""
+        self._drain_pending()
+        return self._last_arrival_at
 
     def set_on_lost(self, callback: Callable[[LinkLost], None] | None) -> None:
         """Called once, from the event loop, when the link is lost (not on ``close``)."""
@@ -80,6 +100,8 @@ class Transport(ABC):
 
     def _deliver(self, data: bytes) -> None:
         self._buffer.extend(data)
+        self._bytes_received += len(data)
+        self._last_arrival_at = time.monotonic()
         self._arrived.set()
 
     # -- reading -----------------------------------------------------------------
@@ -150,10 +172,26 @@ class Transport(ABC):
         self._buffer.clear()
         return dropped
 
+    # -- writing -----------------------------------------------------------------
+    async def write(self, data: bytes, timeout_s: float) -> None:
+        """Write all of ``data`` or raise ``DeviceTimeout``/``LinkLost``.
+
+        Cancelling the caller does not cut the write short: it completes (or fails)
+        within ``timeout_s`` and then ``CancelledError`` propagates. The command the
+        device receives is therefore whole — it may act on it, and the link that owns
+        this transport must expect its reply — rather than a fragment that the device
+        would join to the next command.
+        """
+        self._check_usable()
+        await finish_even_if_cancelled(
+            self._write_all(data, timeout_s), f"write of {len(data)} byte(s) to {self.url}"
+        )
+
     # -- backend -----------------------------------------------------------------
     @abstractmethod
-    async def write(self, data: bytes, timeout_s: float) -> None:
-        """Write all of ``data`` or raise ``DeviceTimeout``/``LinkLost``."""
+    async def _write_all(self, data: bytes, timeout_s: float) -> None:
+        """Write all of ``data`` or raise ``DeviceTimeout``/``LinkLost``; ``write`` runs
+        it to completion even when its caller is cancelled."""
 
     @abstractmethod
     def _drain_pending(self) -> None:
@@ -163,9 +201,18 @@ class Transport(ABC):
     def _stop_io(self) -> None:
         """Stop watching the handle (on loss or close); must not block."""
 
-    @abstractmethod
     async def close(self) -> None:
         """Close the handle. Idempotent; never raises for an already-lost link."""
+        if self._closed:
+            return
+        self._stop_io()
+        self._closed = True
+        self._arrived.set()
+        await self._release()
+
+    @abstractmethod
+    async def _release(self) -> None:
+        """Let go of the handle once I/O has stopped; must not raise."""
 
 
 class FdTransport(Transport):
@@ -208,8 +255,7 @@ class FdTransport(Transport):
             self._loop.remove_reader(self._fd)
             self._watching = False
 
-    async def write(self, data: bytes, timeout_s: float) -> None:
-        self._check_usable()
+    async def _write_all(self, data: bytes, timeout_s: float) -> None:
         view = memoryview(data)
         try:
             async with asyncio.timeout(timeout_s):
@@ -242,12 +288,7 @@ class FdTransport(Transport):
         finally:
             self._loop.remove_writer(self._fd)
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._stop_io()
-        self._closed = True
-        self._arrived.set()
+    async def _release(self) -> None:
         with contextlib.suppress(OSError, serial.SerialException):
             self._port.close()
 
@@ -283,8 +324,7 @@ class ThreadTransport(Transport):
     def _stop_io(self) -> None:
         self._stopping.set()
 
-    async def write(self, data: bytes, timeout_s: float) -> None:
-        self._check_usable()
+    async def _write_all(self, data: bytes, timeout_s: float) -> None:
         self._port.write_timeout = timeout_s
         try:
             async with asyncio.timeout(timeout_s):
@@ -301,12 +341,7 @@ class ThreadTransport(Transport):
             self._mark_lost(f"write failed: {exc}")
             raise LinkLost(f"link {self.url} lost: write failed: {exc}") from exc
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._stop_io()
-        self._closed = True
-        self._arrived.set()
+    async def _release(self) -> None:
         # The thread wakes at least every _THREAD_POLL_S; a bounded join.
         await asyncio.to_thread(self._thread.join, 1.0)
         with contextlib.suppress(OSError, serial.SerialException):

@@ -271,13 +271,23 @@ class MagstimDialect:
         self.interval = value
         self._ok(command, status)
 
-    def _cmd_59(self, command: bytes, data: bytes) -> None:  # "Y": BiStim hi-res on
+    def _high_resolution(self, command: bytes, on: bool) -> None:
+        """Timing resolution of the interval: refused while armed; a change of mode resets
+        the interval to 10 steps, 1 ms in high resolution and 10 ms otherwise (MagPy 1.4's
+        ``BiStim.highResolutionMode`` documents both)."""
+        if self.core.armed:
+            self._state_error(command)
+            return
         self._ok(command, bytes([self.instrument_status()]))
-        self.high_resolution = True
+        if on != self.high_resolution:
+            self.high_resolution = on
+            self.interval = 10
+
+    def _cmd_59(self, command: bytes, data: bytes) -> None:  # "Y": BiStim hi-res on
+        self._high_resolution(command, True)
 
     def _cmd_5a(self, command: bytes, data: bytes) -> None:  # "Z": BiStim hi-res off
-        self._ok(command, bytes([self.instrument_status()]))
-        self.high_resolution = False
+        self._high_resolution(command, False)
 
     def _cmd_45(self, command: bytes, data: bytes) -> None:  # "E": arm / disarm / fire
         status = self._status()[:1]
@@ -345,12 +355,16 @@ class MagstimDialect:
         self.core.coil_safety_ignored = True
 
     def _enhanced(self, command: bytes, on: bool) -> None:
+        """Only in standby, and on only in single-pulse mode; leaving it brings a power
+        above 100 % down to 100 % (MagPy 1.4's ``Rapid.enhancedPowerMode`` notes)."""
         status = self._status()
         core = self.core
-        if core.armed or (not on and core.power_a > 100):
+        if core.armed or (on and self.duration_tenths_s):
             self._state_error(command)
             return
         core.enhanced = on
+        if not on and core.power_a > 100:
+            core.set_power(100)
         self._ok(command, status)
 
     def _cmd_5e(self, command: bytes, data: bytes) -> None:  # "^": enhanced power on
@@ -358,6 +372,11 @@ class MagstimDialect:
 
     def _cmd_5f(self, command: bytes, data: bytes) -> None:  # "_": enhanced power off
         self._enhanced(command, False)
+
+    def _train_settings_locked(self) -> bool:
+        """A Rapid refuses train-parameter changes while a train runs and during the
+        post-train wait (MagPy's ``Rapid`` notes and MAGIC's ``rapid.m`` both say so)."""
+        return self.core.train_running or self.core.waiting
 
     def _cmd_42(self, command: bytes, data: bytes) -> None:  # "B": frequency, 0.1 Hz
         status = self._status()
@@ -367,7 +386,7 @@ class MagstimDialect:
         if value is None or value > limit:
             self._value_error(command)
             return
-        if self.core.train_running:
+        if self._train_settings_locked():
             self._state_error(command)
             return
         self.frequency_tenths_hz = value
@@ -380,7 +399,7 @@ class MagstimDialect:
         if value is None or value > (6000 if v9 else 1000):
             self._value_error(command)
             return
-        if self.core.train_running:
+        if self._train_settings_locked():
             self._state_error(command)
             return
         self.pulses = value
@@ -392,7 +411,7 @@ class MagstimDialect:
         if value is None:
             self._value_error(command)
             return
-        if self.core.train_running:
+        if self._train_settings_locked():
             self._state_error(command)
             return
         self.duration_tenths_s = value
@@ -434,7 +453,8 @@ class MagstimDialect:
         status = self._status()
         v10 = self.version[0] >= 10
         value = self._number(data, 5 if v10 else 4)
-        if value is None or value > 10_000:
+        # 10 s from v10, 2 s on v9 (the limits MagPy and MAGIC document)
+        if value is None or value > (10_000 if v10 else 2_000):
             self._value_error(command)
             return
         self.charge_delay_ms = value

@@ -54,7 +54,14 @@ from stimd.interlocks import (
     operator_present,
 )
 from stimd.record import RecordError, SessionRecord
-from stimd.scheduler import earliest_onset_ns, monotonic_ns, remaining_us, wait_until
+from stimd.scheduler import (
+    earliest_onset_ns,
+    monotonic_ns,
+    remaining_us,
+    shifted_anchor_ns,
+    train_end_bound_ns,
+    wait_until,
+)
 from stimd.states import (
     ACTIVE_STATES,
     SessionState,
@@ -83,6 +90,20 @@ _CLOSE_TIMEOUT_S = 3.0
 # Magstim arming takes ~1 s plus recharge; the driver returns when the unit is ready.
 _ARM_TIMEOUT_S = 10.0
 _PRESENCE_TICK_S = 0.1
+#: The work before a train — interlocks (one status read, ≈ 40 ms at 9600 baud on a
+#: Rapid), configuring, the write-ahead intent — is done this long before its onset, so
+#: the fire command leaves on time. Below the keep-alive's 0.4 s armed period: the
+#: status read renews the unit, and no keep-alive falls due between it and the fire.
+ONSET_LEAD_NS = 250_000_000
+#: The status poller stays off the line from this long before the lead window until the
+#: fire command went out, so that the fire command never queues behind a poll (a
+#: Rapid's full status read is ≈ 40 ms on the line; a loaded host adds to that).
+_POLL_QUIET_NS = 150_000_000
+#: The write-ahead intent is made durable this long before the onset (an SQLite commit
+#: with its fsync, on a busy disk). From then on the train is committed: a pause asked
+#: for in these last milliseconds is honoured after it, like one asked for mid-train (a
+#: stop or trip still ends the runner before the fire command).
+INTENT_LEAD_NS = 30_000_000
 #: A Magstim unit disarms itself after 60 s armed without firing; the daemon disarms first
 #: (back to LOADED, plan kept) so that waiting operators do not turn into a FAULT.
 ARMED_IDLE_LIMIT_S = 45.0
@@ -117,14 +138,36 @@ class ActiveSession:
     """The session being delivered: its record id and how far it got."""
 
     session_id: int
-    operator: str
+    operator: str            # who started it (the record's operator)
     plan: LoadedPlan
-    start_ns: int
+    start_ns: int            # the session's time origin (actual onsets are recorded from it)
+    #: the schedule's anchor: planned onsets count from here; late trains move it
+    anchor_ns: int = 0
+    #: whose silence pauses the session: who started it, or who last resumed it (a
+    #: resume proves only the resuming operator present)
+    responsible: str = ""
     next_index: int = 0
     pulses_delivered: int = 0
     last_train: TrainSpec | None = None
     last_end_ns: int | None = None
     ended: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.responsible:
+            self.responsible = self.operator
+
+
+@dataclass(frozen=True, slots=True)
+class _Marks:
+    """Counters a command reads when it arrives; a change means something happened
+    while it ran that it must honour before it lets a train start."""
+
+    stop_epoch: int
+    transport_epoch: int
+
+
+#: A disarm (or the status read confirming it) that failed: how to trip, and why.
+DisarmFailure = tuple[TripCode, str]
 
 
 def _utc_now() -> datetime:
@@ -181,10 +224,14 @@ class SessionController:
         self._wake = asyncio.Event()          # pause or abort: leave a wait between trains
         self._abort = asyncio.Event()         # stop or trip: leave any wait, even mid-train
         self._shutting_down = False
-        self._stop_epoch = 0
+        self._stop_epoch = 0                 # bumped by every stop or intentional disarm
+        self._stop_reason = ""
+        self._transport_epoch = 0            # bumped by every transport loss
+        self._transport_lost_reason = ""
         self._device_ops_active = 0          # intentional arm/disarm in progress
         self._device_ops_generation = 0      # bumped by each one, for the poller
         self._in_train = False
+        self._next_fire_ns: int | None = None   # the runner's next planned fire, if any
         self._configured: tuple[int, ...] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -210,6 +257,9 @@ class SessionController:
         """The command channel is gone: nobody could stop us, so stop moving forward."""
         text = f"command transport lost: {reason}"
         log.warning("transport lost", reason=reason, state=self._state.value)
+        # a start, resume or arm still executing sees this and does not let a train start
+        self._transport_epoch += 1
+        self._transport_lost_reason = text
         if self._state is S.RUNNING:
             self._request_pause(text)
         elif self._state is S.ARMED and self._tg is not None:
@@ -248,9 +298,9 @@ class SessionController:
                 "digest": plan.schedule.digest,
             },
             "plan": None if plan is None else plan.summary,
+            # dashboards read this: never the patient reference (the record keeps it)
             "session": None if session is None else {
                 "id": session.session_id, "operator": session.operator,
-                "patient_ref": session.plan.patient_ref,
             },
             "progress": progress,
             "interlocks": [i.to_json() for i in self._interlocks.values()],
@@ -268,10 +318,11 @@ class SessionController:
             self._announce_command(operator, command, verb, outcome)
             return outcome
         self._last_heard[operator] = time.monotonic()
+        since = _Marks(self._stop_epoch, self._transport_epoch)
         log.info("command", operator=operator, verb=verb.value, id=command.id,
                  state=self._state.value)
         try:
-            result = await self._dispatch(operator, command, verb)
+            result = await self._dispatch(operator, command, verb, since)
             outcome = CommandOutcome(ok=True, state=self._state.value, result=result)
         except _Refused as refusal:
             outcome = self._error(refusal.code, refusal.message, refusal.details)
@@ -307,8 +358,11 @@ class SessionController:
         """Stop for the daemon's exit: end any session, disarm, close the device."""
         log.warning("shutting down", reason=reason, state=self._state.value)
         self._shutting_down = True
-        self._stop_epoch += 1
-        await self._stop_runner()
+        self._bump_stop(reason)
+        failure = await self._stop_runner()
+        if failure is not None:
+            # the driver's close below disarms again and otherwise silences the keep-alive
+            log.error("disarm on shutdown failed", cause=failure[0].value, detail=failure[1])
         session = self._session
         if session is not None and not session.ended:
             self._end_session(session, "aborted", reason)
@@ -322,7 +376,9 @@ class SessionController:
 
     # ------------------------------------------------------------------ dispatch
 
-    async def _dispatch(self, operator: str, command: CommandBase, verb: Verb) -> dict[str, Any]:
+    async def _dispatch(
+        self, operator: str, command: CommandBase, verb: Verb, since: _Marks
+    ) -> dict[str, Any]:
         if verb is Verb.HEARTBEAT:
             return {}
         if verb is Verb.RESYNC:
@@ -338,16 +394,13 @@ class SessionController:
             if verb is Verb.UNLOAD:
                 return await self._unload()
             if verb is Verb.ARM:
-                plan = self._require_plan()
-                await self._check_arm_interlocks(plan.schedule.trains[0], None)
-                await self._arm_device(plan.schedule.trains[0])
-                return {}
+                return await self._arm_command(since)
             if verb is Verb.START:
-                return await self._start(operator)
+                return await self._start(operator, since)
             if verb is Verb.PAUSE:
                 return await self._pause_command(operator)
             if verb is Verb.RESUME:
-                return await self._resume(operator)
+                return await self._resume(operator, since)
             if verb is Verb.RESET:
                 if not isinstance(command, ResetCommand):
                     raise _Refused(ErrorCode.INVALID_PAYLOAD, "reset needs a reason")
@@ -394,12 +447,13 @@ class SessionController:
         self._interlocks = {}
         self._thermal.reset()
         self._transition(S.LOADED, f"{operator} loaded {plan.schedule.protocol_name}")
-        self._record_event("plan_loaded", {"operator": operator, **plan.summary})
-        return plan.summary
+        echoed = {**plan.summary, "patient_ref": plan.patient_ref}
+        self._record_event("plan_loaded", {"operator": operator, **echoed})
+        return echoed   # only the loading operator's reply echoes the patient reference
 
     async def _unload(self) -> dict[str, Any]:
         if self._state is S.ARMED:
-            await self._disarm_or_trip()
+            await self._disarm_or_refuse("unload")
         self._plan = None
         self._session = None
         self._paused_reason = None
@@ -407,7 +461,22 @@ class SessionController:
         self._transition(S.IDLE, "plan unloaded")
         return {}
 
-    async def _start(self, operator: str) -> dict[str, Any]:
+    async def _arm_command(self, since: _Marks) -> dict[str, Any]:
+        plan = self._require_plan()
+        first = plan.schedule.trains[0]
+        await self._check_arm_interlocks(first, None)
+        await self._arm_device(first, since)
+        lost = self._transport_lost_since(since)
+        if lost is not None:
+            await self._disarm_or_refuse("arm")
+            if self._state is S.ARMED:
+                self._transition(S.LOADED, f"{lost}: disarmed, plan kept")
+            raise _Refused(
+                ErrorCode.REJECTED_BY_SAFETY, f"{lost} while arming: disarmed, plan kept"
+            )
+        return {}
+
+    async def _start(self, operator: str, since: _Marks) -> dict[str, Any]:
         plan = self._require_plan()
         first = plan.schedule.trains[0]
         await self._check_arm_interlocks(first, None)
@@ -435,15 +504,36 @@ class SessionController:
             session_id=session_id, operator=operator, plan=plan, start_ns=0
         )
         self._session = session
-        if self._state is S.LOADED:
-            try:
-                await self._arm_device(first)
-            except _Refused as refusal:
-                self._end_session(session, "aborted", f"not started: {refusal.message}")
-                if not self.supervisor.inhibited:
-                    self._session = None
-                raise
-        session.start_ns = monotonic_ns() - first.onset_us * 1000
+        try:
+            if self._state is S.LOADED:
+                await self._arm_device(first, since)
+            elif (self._stop_epoch != since.stop_epoch
+                  and self._transport_lost_since(since) is None):
+                # armed by an earlier `arm`; a stop or a disarm came while we checked
+                raise _Refused(
+                    ErrorCode.WRONG_STATE, f"{self._stop_reason} while starting: not started"
+                )
+        except _Refused as refusal:
+            self._end_session(session, "aborted", f"not started: {refusal.message}")
+            if not self.supervisor.inhibited:
+                self._session = None
+            raise
+        # the first train gets the same lead as every other: its interlocks, intent and
+        # configuration are done before its onset
+        session.start_ns = monotonic_ns() + ONSET_LEAD_NS - first.onset_us * 1000
+        session.anchor_ns = session.start_ns
+        lost = self._transport_lost_since(since)
+        if lost is not None:
+            # nobody could stop this session now: it begins paused, before its first train
+            await self._disarm_or_refuse("start")
+            self._transition(S.RUNNING, f"{operator} started session {session_id}")
+            self._enter_paused(session, lost)
+            raise _Refused(
+                ErrorCode.REJECTED_BY_SAFETY,
+                f"{lost} while starting: session {session_id} paused before its first "
+                "train, device disarmed; resume to continue",
+                {"session_id": session_id},
+            )
         self._pause_request = None
         self._paused_reason = None
         self._transition(S.RUNNING, f"{operator} started session {session_id}")
@@ -456,24 +546,41 @@ class SessionController:
             await self._settle_runner(_PAUSE_SETTLE_S)
         return {"pending": self._state is S.RUNNING}
 
-    async def _resume(self, operator: str) -> dict[str, Any]:
+    async def _resume(self, operator: str, since: _Marks) -> dict[str, Any]:
         session = self._require_session()
         train = session.plan.schedule.trains[session.next_index]
         await self._check_arm_interlocks(train, session)
-        await self._arm_device(train)
+        await self._arm_device(train, since)
+        lost = self._transport_lost_since(since)
+        if lost is not None:
+            await self._disarm_or_refuse("resume")
+            self._paused_reason = lost
+            self._emit("session_paused", {
+                **self._session_payload(session, lost), "next_train": session.next_index,
+            })
+            raise _Refused(
+                ErrorCode.REJECTED_BY_SAFETY,
+                f"{lost} while resuming: session {session.session_id} stays paused, device "
+                "disarmed",
+            )
         self._paused_reason = None
         self._pause_request = None
-        self._last_heard[session.operator] = time.monotonic()
+        # the resuming operator is the one known present: their silence pauses it now
+        session.responsible = operator
         self._transition(S.RUNNING, f"{operator} resumed session {session.session_id}")
         self._spawn_runner(session)
         return {"session_id": session.session_id, "next_train": session.next_index}
 
     async def _stop(self, operator: str) -> dict[str, Any]:
         """Accepted in every state, idempotent: disarm first, then tidy up the state."""
-        self._stop_epoch += 1
         reason = f"stopped by {operator}"
-        disarmed = await self._stop_runner()
+        self._bump_stop(reason)
+        failure = await self._stop_runner()
         async with self._lock:
+            if self._state in ACTIVE_STATES:
+                # a command that held the lock may have armed (and started a runner) after
+                # the first disarm: disarm again now that nothing else can run
+                failure = await self._stop_runner()
             session = self._session
             if self._state in (S.RUNNING, S.PAUSED) and session is not None:
                 self._end_session(session, "aborted", reason)
@@ -481,11 +588,9 @@ class SessionController:
                 self._emit("session_aborted", self._session_payload(session, reason))
             elif self._state is S.ARMED:
                 self._transition(S.LOADED, f"{reason}: disarmed, plan kept")
-            if not disarmed and self._state is not S.FAULT and self._driver is not None:
-                await self.supervisor.trip(
-                    TripCode.DRIVER_ERROR, "disarm on stop failed or timed out"
-                )
-        return {"disarmed": disarmed}
+            if failure is not None and self._state is not S.FAULT and self._driver is not None:
+                await self.supervisor.trip(failure[0], f"stop: {failure[1]}")
+        return {"disarmed": failure is None}
 
     async def _reset(self, operator: str, reason: str) -> dict[str, Any]:
         cause = self.supervisor.cause
@@ -530,25 +635,40 @@ class SessionController:
                 [r.to_json() for r in results],
             )
 
-    async def _arm_device(self, train: TrainSpec) -> None:
-        """Configure ``train`` and arm: called only after ``_check_arm_interlocks``."""
+    async def _arm_device(self, train: TrainSpec, since: _Marks) -> None:
+        """Configure ``train`` and arm: called only after ``_check_arm_interlocks``.
+
+        A stop or an intentional disarm since the command arrived wins: the device is
+        disarmed again and the command refused.
+        """
         plan = self._require_plan()
         driver = self._require_driver()
-        epoch = self._stop_epoch
         try:
             with self._device_op():
                 async with asyncio.timeout(_ARM_TIMEOUT_S):
                     await driver.set_intensity(plan.schedule.intensity_pct_mso)
                     await self._configure(driver, train)
                     await driver.arm()
+                    status = await driver.read_status()   # so that `state` shows it armed
         except (DriverError, TimeoutError) as exc:
-            await self._trip_for(exc, "arming")
-            raise _Refused(ErrorCode.FAULT, f"arming failed: {_describe(exc)}") from None
+            if self._stop_epoch != since.stop_epoch and not self.supervisor.inhibited:
+                # our own stop's disarm cancels an arm in progress: expected, not an
+                # anomaly; the disarm is confirmed below (or trips)
+                log.info("arming ended by a stop", reason=self._stop_reason,
+                         error=_describe(exc))
+            else:
+                await self._trip_for(exc, "arming")
+                raise _Refused(ErrorCode.FAULT, f"arming failed: {_describe(exc)}") from None
+        else:
+            if driver is self._driver:
+                self._status = status
         if self.supervisor.inhibited:
             raise _Refused(ErrorCode.FAULT, "tripped while arming")
-        if self._stop_epoch != epoch:
-            await self._disarm_current_driver_bounded()
-            raise _Refused(ErrorCode.WRONG_STATE, "stop arrived while arming: disarmed")
+        if self._stop_epoch != since.stop_epoch:
+            await self._disarm_or_refuse("arm")
+            raise _Refused(
+                ErrorCode.WRONG_STATE, f"{self._stop_reason} while arming: disarmed"
+            )
         if self._state is S.LOADED:
             self._transition(S.ARMED, "device armed")
 
@@ -630,25 +750,44 @@ class SessionController:
     async def _run_trains(self, session: ActiveSession) -> None:
         schedule = session.plan.schedule
         caps = self._require_caps()
-        while session.next_index < len(schedule.trains):
-            train = schedule.trains[session.next_index]
-            onset = earliest_onset_ns(
-                train, session.start_ns, session.last_train, session.last_end_ns, caps
-            )
-            if not await wait_until(onset, self._wake):
-                if self._must_leave():
+        try:
+            while session.next_index < len(schedule.trains):
+                train = schedule.trains[session.next_index]
+                onset = earliest_onset_ns(
+                    train, session.anchor_ns, session.last_train, session.last_end_ns, caps
+                )
+                self._next_fire_ns = onset
+                # the device work before a train (interlock read, configuration) is done
+                # ahead of its onset, so the fire command leaves on time
+                if not await self._wait_between_trains(session, onset - ONSET_LEAD_NS):
                     return
-                if self._pause_request is None:
-                    self._wake.clear()
-                    continue
-                await self._pause_if_requested(session)
-                return
-            if not await self._train_may_start(session, train):
-                return
-            if not await self._fire(session, train):
-                return
-            self._publish_state()
+                if not await self._train_may_start(session, train):
+                    return
+                await self._configure(self._require_driver(), train)
+                if not await self._wait_between_trains(session, onset - INTENT_LEAD_NS):
+                    return
+                # a cooling wait (or a slow read) may have taken it past its onset: the
+                # train is late, and every later train shifts with it
+                onset = max(onset, monotonic_ns())
+                session.anchor_ns = shifted_anchor_ns(session.anchor_ns, train, onset)
+                if not await self._fire(session, train, onset):
+                    return
+                self._publish_state()
+        finally:
+            self._next_fire_ns = None
         await self._complete(session)
+
+    async def _wait_between_trains(self, session: ActiveSession, deadline_ns: int) -> bool:
+        """Sleep until ``deadline_ns``; False when the runner must leave (stop, trip, or a
+        pause it has now entered)."""
+        while not await wait_until(deadline_ns, self._wake):
+            if self._must_leave():
+                return False
+            if self._pause_request is not None:
+                await self._pause_if_requested(session)
+                return False
+            self._wake.clear()
+        return not self._must_leave()
 
     async def _train_may_start(self, session: ActiveSession, train: TrainSpec) -> bool:
         """Interlocks before a train; waits for cooling, pauses on anything else."""
@@ -679,20 +818,24 @@ class SessionController:
             await self._pause_if_requested(session)
             return False
 
-    async def _fire(self, session: ActiveSession, train: TrainSpec) -> bool:
-        """Write the intent, fire, confirm; False when a trip or stop got in first."""
+    async def _fire(self, session: ActiveSession, train: TrainSpec, onset_ns: int) -> bool:
+        """Write the intent, fire at ``onset_ns``, confirm; False when a trip or stop got
+        in first."""
         driver = self._require_driver()
-        await self._configure(driver, train)
         before_c = self._status.coil_temperature_c if self._status else None
         self._record.train_intent(
             session.session_id, train.index, train.onset_us, train.pulses
         )   # write-ahead: durable before the fire command leaves
+        # committed: only a stop or a trip (the abort event) keeps this train from firing
+        await wait_until(onset_ns, self._abort)
         if self._must_leave():
             return False
         self._in_train = True
         try:
             fired_ns = monotonic_ns()
             await driver.fire_train()
+            replied_ns = monotonic_ns()
+            self._next_fire_ns = None
             actual_onset_us = max(0, (fired_ns - session.start_ns) // 1000)
             self._emit("train_started", {
                 "session_id": session.session_id, "train": train.index,
@@ -701,13 +844,19 @@ class SessionController:
             })
             # the device times the train; sleep through it so that a stop or a trip can
             # end the runner here without interrupting a device exchange
-            nominal_end_ns = fired_ns + train.duration_us * 1000
-            if not await wait_until(nominal_end_ns, self._abort):
+            if not await wait_until(train_end_bound_ns(replied_ns, train, None), self._abort):
                 return False
+            # one reading after the train's nominal end: the coil temperature for the
+            # thermal model, and whether the device still runs the train
+            status = await driver.read_status()
+            ran_long = status.train_running
             reported = await driver.wait_train_complete(
                 self._config.supervisor.train_end_margin_s
             )
-            end_ns = max(monotonic_ns(), fired_ns + train.duration_us * 1000)
+            # still running past its nominal end: the device's word is the end
+            end_ns = train_end_bound_ns(
+                replied_ns, train, monotonic_ns() if ran_long else None
+            )
         finally:
             self._in_train = False
         delivered = train.pulses if reported is None else reported
@@ -729,7 +878,8 @@ class SessionController:
                 TripCode.PULSE_COUNT_MISMATCH,
                 f"train {train.index}: device reports {delivered} pulses, planned {train.pulses}",
             )
-        status = await driver.read_status()
+        if ran_long:
+            status = await driver.read_status()
         self._status = status
         if before_c is not None and status.coil_temperature_c is not None:
             self._thermal.observe(train, before_c, status.coil_temperature_c)
@@ -750,6 +900,10 @@ class SessionController:
         await self._disarm_or_trip()
         if self.supervisor.inhibited:
             return
+        self._enter_paused(session, reason)
+
+    def _enter_paused(self, session: ActiveSession, reason: str) -> None:
+        """RUNNING → PAUSED with the device already disarmed."""
         self._pause_request = None
         self._paused_reason = reason
         self._transition(S.PAUSED, reason)
@@ -774,33 +928,39 @@ class SessionController:
         return (self._abort.is_set() or self.supervisor.inhibited
                 or self._state is not S.RUNNING)
 
-    async def _stop_runner(self, *, disarm: bool = True) -> bool:
+    async def _stop_runner(self, *, disarm: bool = True) -> DisarmFailure | None:
         """End the runner without cutting a device exchange in half; disarm meanwhile.
 
         The abort event wakes every wait of the runner; its in-flight exchange (if any)
         completes, the disarm queues right behind it on the driver's port lock, and
         the runner leaves at its next check. Cancelling is the last resort, after the
-        runner had the train margin to notice. Returns whether the disarm succeeded.
+        runner had the train margin to notice; it may cut an exchange, so it trips (the
+        reset's fresh handshake then opens a new driver). Returns the disarm's failure.
         """
         self._abort.set()
         self._wake.set()
-        disarmed = await self._disarm_current_driver_bounded() if disarm else True
+        failure = await self._disarm_and_refresh() if disarm else None
         runner = self._runner
         if runner is None or runner.done() or runner is asyncio.current_task():
-            return disarmed
-        done, _ = await asyncio.wait(
-            {runner}, timeout=self._config.supervisor.train_end_margin_s + 1.0
-        )
+            return failure
+        wait_s = self._config.supervisor.train_end_margin_s + 1.0
+        done, _ = await asyncio.wait({runner}, timeout=wait_s)
         if not done:
             log.error("session runner did not stop in time: cancelling it")
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({runner})
-        return disarmed
+            if not self._shutting_down:
+                self.supervisor.trip_soon(
+                    TripCode.DEVICE_TIMEOUT,
+                    f"the session runner did not stop within {wait_s:g} s: cancelled it, "
+                    "possibly in the middle of a device exchange",
+                )
+        return failure
 
     def _presence(self, session: ActiveSession) -> InterlockResult:
         return operator_present(
-            session.operator, self._last_heard.get(session.operator), time.monotonic(),
+            session.responsible, self._last_heard.get(session.responsible), time.monotonic(),
             self._config.operators.heartbeat_timeout_s,
         )
 
@@ -829,6 +989,8 @@ class SessionController:
             driver = self._driver
             if driver is None or self._state in (S.CONNECTING, S.FAULT):
                 continue
+            if self._fire_is_near():
+                continue      # the runner reads the device itself before its train
             seq_before, generation_before = self._state_seq, self._device_ops_generation
             try:
                 status = await driver.read_status()
@@ -848,6 +1010,13 @@ class SessionController:
             if anomaly is not None:
                 self.supervisor.trip_soon(*anomaly)
             self._publish_state()
+
+    def _fire_is_near(self) -> bool:
+        """A fire command is due soon: a poll now could hold the line when it must leave."""
+        fire_ns = self._next_fire_ns
+        return fire_ns is not None and (
+            monotonic_ns() >= fire_ns - ONSET_LEAD_NS - _POLL_QUIET_NS
+        )
 
     async def _watch_presence(self) -> None:
         """Pause a silent operator's session; disarm a device left armed without a start."""
@@ -875,8 +1044,11 @@ class SessionController:
 
     async def _disarm_back_to_loaded(self, reason: str) -> None:
         """Disarm an ARMED device back to LOADED (no session began), announcing why."""
-        self._stop_epoch += 1
-        await self._disarm_current_driver_bounded()
+        self._bump_stop(reason)
+        failure = await self._disarm_and_refresh()
+        if failure is not None:
+            await self.supervisor.trip(failure[0], f"{reason}: {failure[1]}")
+            return
         async with self._lock:
             if self._state is S.ARMED:
                 self._transition(S.LOADED, f"{reason}: disarmed, plan kept")
@@ -918,7 +1090,7 @@ class SessionController:
         self._status = status
         log.info("device connected", model=identity.model, vendor=identity.vendor,
                  firmware=identity.firmware, serial_number=identity.serial_number,
-                 dialect=identity.dialect, capabilities=_caps_json(self._caps))
+                 dialect=identity.dialect, capabilities=capabilities_json(self._caps))
         self._transition(S.IDLE, f"handshake with {identity.model} firmware {identity.firmware}")
         return identity
 
@@ -951,18 +1123,57 @@ class SessionController:
                 and generation_before == self._device_ops_generation
                 and self._device_ops_active == 0)
 
-    async def _disarm_current_driver_bounded(self) -> bool:
+    async def _disarm_and_refresh(self) -> DisarmFailure | None:
+        """Disarm, then read the device back so that ``state`` tells the truth.
+
+        Each step is bounded by ``disarm_timeout_s``. Returns what failed (the caller
+        trips on it, or logs it on the way out), None when the device answered.
+        """
+        bound = self._config.supervisor.disarm_timeout_s
         try:
-            async with asyncio.timeout(self._config.supervisor.disarm_timeout_s):
+            async with asyncio.timeout(bound):
                 await self._disarm_current_driver()
         except (DriverError, TimeoutError) as exc:
             log.error("disarm failed", error=_describe(exc))
-            return False
-        return True
+            return _failure_of(exc, f"disarm within {bound:g} s")
+        driver = self._driver
+        if driver is None or self._identity is None:
+            return None      # no handshake yet (or a reset's is under way): nothing to read
+        try:
+            async with asyncio.timeout(bound):
+                status = await driver.read_status()
+        except (DriverError, TimeoutError) as exc:
+            log.error("reading the device after the disarm failed", error=_describe(exc))
+            return _failure_of(exc, f"reading the device within {bound:g} s after the disarm")
+        if driver is self._driver:
+            self._status = status
+            self._publish_state()
+        return None
 
-    async def _disarm_or_trip(self) -> None:
-        if not await self._disarm_current_driver_bounded():
-            await self.supervisor.trip(TripCode.DRIVER_ERROR, "disarm failed or timed out")
+    async def _disarm_or_trip(self) -> bool:
+        """Disarm and confirm; on failure trip. True when the device answered."""
+        failure = await self._disarm_and_refresh()
+        if failure is not None:
+            await self.supervisor.trip(*failure)
+        return failure is None
+
+    async def _disarm_or_refuse(self, verb: str) -> None:
+        """``_disarm_or_trip`` for a command: a failure refuses it with the trip."""
+        if not await self._disarm_or_trip():
+            cause = self.supervisor.cause
+            why = f": {cause.code.value}: {cause.detail}" if cause else ""
+            raise _Refused(ErrorCode.FAULT, f"{verb}: the disarm failed, tripped{why}")
+
+    def _bump_stop(self, reason: str) -> None:
+        """A stop or an intentional disarm: commands in flight must not arm after it."""
+        self._stop_epoch += 1
+        self._stop_reason = reason
+
+    def _transport_lost_since(self, since: _Marks) -> str | None:
+        """Why the command transport was lost since ``since``, or None."""
+        if self._transport_epoch != since.transport_epoch:
+            return self._transport_lost_reason
+        return None
 
     async def _close_driver(self) -> None:
         driver = self._driver
@@ -1137,6 +1348,12 @@ def _train_key(train: TrainSpec) -> tuple[int, ...]:
             train.burst_interval_us, train.intensity_pct_mso)
 
 
+def _failure_of(exc: BaseException, doing: str) -> DisarmFailure:
+    if isinstance(exc, DriverError):
+        return trip_code_for(exc), f"{doing}: {exc.code}: {exc.reason}"
+    return TripCode.DEVICE_TIMEOUT, f"{doing}: timed out"
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, DriverError):
         return f"{exc.code}: {exc.reason}"
@@ -1145,13 +1362,21 @@ def _describe(exc: BaseException) -> str:
     return repr(exc)
 
 
-def _caps_json(caps: DeviceCapabilities) -> dict[str, Any]:
+def capabilities_json(caps: DeviceCapabilities) -> dict[str, Any]:
+    """Every limit the attached device's profile contributes, for logs and ``meta``."""
+    energy = caps.energy_model
     return {
-        "model": caps.model, "vendor": caps.vendor, "max_output_pct_mso": caps.max_output_pct_mso,
+        "model": caps.model, "vendor": caps.vendor, "display_name": caps.display_name,
+        "max_output_pct_mso": caps.max_output_pct_mso,
         "max_frequency_hz": caps.max_frequency_hz, "supports_trains": caps.supports_trains,
-        "supports_bursts": caps.supports_bursts, "max_pulses_per_train": caps.max_pulses_per_train,
+        "supports_bursts": caps.supports_bursts, "max_burst_pulses": caps.max_burst_pulses,
+        "max_pulses_per_train": caps.max_pulses_per_train,
+        "min_single_pulse_interval_s": caps.min_single_pulse_interval_s,
         "min_inter_train_gap_s": caps.min_inter_train_gap_s, "mains_voltage": caps.mains_voltage,
+        "energy_model": None if energy is None else {
+            "rapid_type": energy.rapid_type.value, "mains_voltage": energy.mains_voltage,
+        },
     }
 
 
-__all__ = ["ActiveSession", "HandshakeFailed", "SessionController"]
+__all__ = ["ActiveSession", "HandshakeFailed", "SessionController", "capabilities_json"]

@@ -10,10 +10,13 @@ the next start closes the session as interrupted.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import stat
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -23,7 +26,7 @@ from drivers.registry import create_driver
 from stimd import __version__
 from stimd.commands import Event
 from stimd.config import StimdConfig
-from stimd.controller import HandshakeFailed, SessionController
+from stimd.controller import HandshakeFailed, SessionController, capabilities_json
 from stimd.mqtt import serve_mqtt
 from stimd.record import SessionRecord
 from stimd.sdnotify import SystemdNotifier
@@ -65,12 +68,91 @@ def build_driver_factory(config: StimdConfig) -> Callable[[], Stimulator]:
     return factory
 
 
+#: Version of the ``meta`` payload's layout: bumped when a field is removed or changes
+#: meaning (added fields keep it).
+META_SCHEMA_VERSION = 1
+
+#: Linux Documentation/admin-guide/devices.txt: "136-143 char Unix98 PTY slaves". Used
+#: only when /proc/devices (which names the registered majors) cannot be read.
+_UNIX98_PTY_SLAVE_MAJORS = frozenset(range(136, 144))
+#: pyserial URL handlers that reach a serial port over the network
+_NETWORK_SCHEMES = frozenset({"socket", "rfc2217"})
+
+
+@dataclass(frozen=True, slots=True)
+class PortFacts:
+    """What the operating system says about the configured port."""
+
+    port: str                    # as configured
+    url_scheme: str | None       # "socket" for socket://host:port; None for a path
+    resolved: str | None         # the path after following symlinks
+    exists: bool
+    char_major: int | None       # major device number when it is a character device
+
+
+def simulated_verdict(
+    facts: PortFacts, pty_slave_majors: frozenset[int]
+) -> tuple[bool | None, str]:
+    """Whether the device behind the port is simulated, and the fact that decided it.
+
+    The daemon never guesses: a pseudo-terminal is what the simulator serves (hardware
+    sits behind a USB or on-board serial device); a network serial server could be
+    either, so it says unknown.
+    """
+    if facts.url_scheme is not None:
+        if facts.url_scheme in _NETWORK_SCHEMES:
+            return None, "network serial server: unknown"
+        return None, f"serial URL {facts.url_scheme}://: unknown"
+    if not facts.exists:
+        return None, "port not found: unknown"
+    if facts.char_major is None:
+        return None, "port is not a character device: unknown"
+    if facts.char_major in pty_slave_majors:
+        return True, "port is a pseudo-terminal"
+    return False, (
+        f"port is a character device (major {facts.char_major}), not a pseudo-terminal"
+    )
+
+
+def port_facts(port: str) -> PortFacts:
+    """Resolve ``port`` (symlinks followed) and stat it; never raises."""
+    if "://" in port:        # pyserial's own test for a URL
+        return PortFacts(port, port.split("://", 1)[0].lower(), None, False, None)
+    resolved = os.path.realpath(port)
+    try:
+        info = os.stat(resolved)
+    except OSError:
+        return PortFacts(port, None, resolved, False, None)
+    major = os.major(info.st_rdev) if stat.S_ISCHR(info.st_mode) else None
+    return PortFacts(port, None, resolved, True, major)
+
+
+def pty_slave_majors(proc_devices: Path = Path("/proc/devices")) -> frozenset[int]:
+    """The major numbers the kernel registered for pty slaves ("pts")."""
+    try:
+        lines = proc_devices.read_text().splitlines()
+    except OSError:
+        return _UNIX98_PTY_SLAVE_MAJORS
+    majors: set[int] = set()
+    in_char = False
+    for line in lines:
+        if line.strip().endswith(":"):
+            in_char = line.strip() == "Character devices:"
+            continue
+        parts = line.split()
+        if in_char and len(parts) == 2 and parts[1] == "pts" and parts[0].isdigit():
+            majors.add(int(parts[0]))
+    return frozenset(majors) or _UNIX98_PTY_SLAVE_MAJORS
+
+
 def device_meta(config: StimdConfig, controller: SessionController) -> dict[str, Any]:
     """The retained ``meta`` payload: what this daemon drives and under which limits."""
     identity = controller.identity
     caps = controller.capabilities
+    facts = port_facts(config.device.port)
+    simulated, basis = simulated_verdict(facts, pty_slave_majors())
     return {
-        "schema_version": 1,
+        "schema_version": META_SCHEMA_VERSION,
         "device_id": config.device.id,
         "driver": config.device.driver,
         "coil": config.device.coil,
@@ -79,18 +161,11 @@ def device_meta(config: StimdConfig, controller: SessionController) -> dict[str,
         "dialect": identity.dialect if identity else None,
         "firmware": identity.firmware if identity else None,
         "serial_number": identity.serial_number if identity else None,
-        # simulated or not: the daemon treats a simulator's pty exactly like hardware and
-        # cannot tell them apart, so it reports the port it was configured with
         "port": config.device.port,
-        "capabilities": None if caps is None else {
-            "display_name": caps.display_name,
-            "max_output_pct_mso": caps.max_output_pct_mso,
-            "max_frequency_hz": caps.max_frequency_hz,
-            "supports_trains": caps.supports_trains,
-            "supports_bursts": caps.supports_bursts,
-            "max_pulses_per_train": caps.max_pulses_per_train,
-            "mains_voltage": caps.mains_voltage,
-        },
+        "port_resolved": facts.resolved,
+        "simulated": simulated,
+        "simulated_basis": basis,
+        "capabilities": None if caps is None else capabilities_json(caps),
         "site": config.site.model_dump(mode="json"),
         "supervisor": config.supervisor.model_dump(mode="json"),
     }
@@ -152,7 +227,11 @@ async def run_daemon(
         lifecycle.phase = "ready"
         notifier.ready()
         notifier.status(f"ready: {identity.model} firmware {identity.firmware}")
-        log.info("ready", model=identity.model, firmware=identity.firmware)
+        simulated, basis = simulated_verdict(
+            port_facts(config.device.port), pty_slave_majors()
+        )
+        log.info("ready", model=identity.model, firmware=identity.firmware,
+                 simulated=simulated, simulated_basis=basis)
 
     exit_code = 0
     try:

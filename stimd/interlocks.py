@@ -180,6 +180,8 @@ class LoadedPlan:
     validated: ValidatedPlan
     motor_threshold_json: dict[str, Any]
     protocol_digest: str
+    #: what dashboards may see: never the patient reference (it goes to the record and
+    #: to the operator who loaded the plan, nowhere else)
     summary: dict[str, Any]
 
     @property
@@ -234,7 +236,6 @@ class Planner:
             "trains": len(schedule.trains),
             "warnings": [c.message for c in plan.warnings],
             "exceptions": [e.describe() for e in plan.exceptions],
-            "patient_ref": command.patient_ref,
             "pulses_today_before": already_today,
         }
         return LoadedPlan(

@@ -1,10 +1,20 @@
 """Train timing: when the next train may start, on the monotonic clock.
 
 The device times the pulses inside a train; the daemon only decides train onsets. The
-rule is ``onset = max(planned onset, end of the previous train + required gap)``, so a
-late train or a pause shifts everything after it and the schedule is never compressed
-to catch up: the gap between trains is never below what the plan, the device's own
-minimum and the Rapid energy model allow.
+rule is ``onset = max(planned onset, end of the previous train + required gap)``:
+
+- the *planned onset* comes from the compiled schedule, anchored at the session start.
+  Onsets are never derived from one another, so the time it takes to notice that a
+  train ended, or to read the device before the next one, does not add up from train to
+  train (no drift);
+- the *required gap* is the safety minimum, counted from the latest moment the previous
+  train can have ended (``train_end_bound_ns``: the fire command's reply plus the
+  train's duration, or the device's own report when it ran longer), so the gap between
+  trains is never below what the plan, the device's own minimum and the Rapid energy
+  model allow;
+- a train that starts later than planned (a pause, a cooling wait, a safety minimum
+  that won) moves the anchor by its lateness (``shifted_anchor_ns``): everything after
+  it shifts and the schedule is never compressed to catch up.
 """
 
 from __future__ import annotations
@@ -62,14 +72,39 @@ def earliest_onset_ns(
 ) -> int:
     """Monotonic time (ns) at which ``train`` may start.
 
-    ``previous_end_ns`` is the observed end of the previous train (when the device said
-    it finished, never earlier than its actual onset plus its nominal duration).
+    ``session_start_ns`` is the schedule's anchor (moved by late trains, see
+    ``shifted_anchor_ns``); ``previous_end_ns`` is ``train_end_bound_ns`` of the previous
+    train: never earlier than its true end.
     """
     planned = session_start_ns + train.onset_us * NS_PER_US
     if previous is None or previous_end_ns is None:
         return planned
     gap = required_gap(previous, train, device)
     return max(planned, previous_end_ns + gap.gap_us * NS_PER_US)
+
+
+def train_end_bound_ns(replied_ns: int, train: TrainSpec, reported_end_ns: int | None) -> int:
+    """The latest moment a fired train can have ended (its last pulse), for the gap rule.
+
+    The unit has the train before its reply to the fire command arrives (``replied_ns``)
+    and times the pulses itself, so the last pulse is at most ``duration`` after that
+    reply. ``reported_end_ns`` is when the device said it finished, when it was still
+    running past that bound; the later of the two wins, so the bound is never earlier
+    than the truth.
+    """
+    bound = replied_ns + train.duration_us * NS_PER_US
+    return bound if reported_end_ns is None else max(bound, reported_end_ns)
+
+
+def shifted_anchor_ns(session_start_ns: int, train: TrainSpec, onset_ns: int) -> int:
+    """The schedule's anchor after ``train`` starts at ``onset_ns``.
+
+    A train later than planned shifts every later train by its lateness (pauses, cooling
+    waits, a safety minimum that won); an on-time train leaves the anchor where it is.
+    Never moves the anchor earlier: the schedule is never compressed.
+    """
+    planned = session_start_ns + train.onset_us * NS_PER_US
+    return session_start_ns + max(0, onset_ns - planned)
 
 
 def remaining_us(schedule: PulseSchedule, next_index: int) -> int:

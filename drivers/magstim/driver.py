@@ -2,7 +2,9 @@
 
 Concerns live in their own modules: ``link`` (one owner of the port, matched replies),
 ``replies`` (decoding), ``units`` (TrainSpec → Magstim units), ``keepalive`` (the
-renewal the unit needs to stay armed). This module sequences them into the interface.
+renewal the unit needs to stay armed), and ``SerialStimulator`` (connect, disarm and
+close plumbing shared with every serial driver). This module sequences them into the
+interface.
 
 Safety decisions made here:
 - parameters are read back after setting and again before arming; a difference is a
@@ -22,10 +24,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from protocols.capabilities import MAGSTIM_MODELS, DeviceCapabilities, device_profile
+from protocols.capabilities import MAGSTIM_MODELS
 from protocols.schedule import TrainSpec
 
-from ..base import DeviceIdentity, DeviceStatus, FaultListener, Stimulator
+from ..base import DeviceIdentity, DeviceStatus
 from ..errors import (
     DeviceFault,
     DeviceRejected,
@@ -33,11 +35,11 @@ from ..errors import (
     DriverError,
     IdentityMismatch,
     InvalidSetting,
-    LinkLost,
-    ReadbackMismatch,
 )
-from ..keepalive import KeepAlive, KeepAlivePolicy
-from ..transport import open_transport
+from ..keepalive import KeepAlivePolicy
+from ..serial_stimulator import SerialStimulator, builtin_capabilities
+from ..transport import Transport
+from ..units import check_intensity
 from .codec import (
     FIXED_REPLY_LENGTHS,
     encode_number,
@@ -54,7 +56,7 @@ from .replies import (
     parse_error_code,
     parse_version,
 )
-from .units import MagstimTrainSettings, check_power, magstim_train_settings
+from .units import MagstimTrainSettings, magstim_train_settings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ def _check_unlock_code(code: str | None) -> str | None:
     return code
 
 
-class MagstimDriver(Stimulator):
+class MagstimDriver(SerialStimulator[MagstimLink]):
     """One Magstim unit on one serial port."""
 
     def __init__(
@@ -112,92 +114,37 @@ class MagstimDriver(Stimulator):
         unlock_code: str | None = None,
         coil: str | None = None,
     ) -> None:
-        if name not in MAGSTIM_MODELS:
-            raise InvalidSetting(f"driver name {name!r}: not a Magstim model {MAGSTIM_MODELS}")
-        try:
-            self._capabilities = device_profile(name, mains_voltage)
-        except ValueError as exc:
-            raise InvalidSetting(f"mains_voltage={mains_voltage!r}: {exc}") from exc
-        self.name = name
-        self._port = port
+        super().__init__(
+            name,
+            port,
+            capabilities=builtin_capabilities(name, MAGSTIM_MODELS, "Magstim", mains_voltage),
+            baudrate=BAUDRATE,
+            keepalive_policy=KEEPALIVE_POLICY,
+            coil=coil,
+        )
         self._unlock_code = _check_unlock_code(unlock_code)
-        self._coil = coil
         self._is_rapid = name in RAPID_MODELS
-        self._link: MagstimLink | None = None
-        self._identity: DeviceIdentity | None = None
         self._version: Version | None = None
-        self._listener: FaultListener | None = None
-        self._link_loss_reported = False
         self._expected: MagstimTrainSettings | None = None
         self._expected_power: int | None = None
-        self._may_be_armed = False
-        self._armed_confirmed = False
-        self._disarm_generation = 0
         self._fired_at: float | None = None
         self._fired_span_s = 0.0
-        self._closed = False
-        self._keepalive = KeepAlive(
-            name=f"{name} on {port}",
-            policy=KEEPALIVE_POLICY,
-            renew=self._renew,
-            last_renewal=self._last_renewal,
-            may_be_armed=lambda: self._may_be_armed,
-            report=self._report,
-        )
-
-    # -- identity ------------------------------------------------------------------
-    @property
-    def identity(self) -> DeviceIdentity:
-        if self._identity is None:
-            raise RuntimeError(f"{self.name}: identity is known only after connect()")
-        return self._identity
-
-    @property
-    def capabilities(self) -> DeviceCapabilities:
-        return self._capabilities
 
     @property
     def software_version(self) -> Version | None:
         """The Rapid's reported software version (None for 200²/BiStim²)."""
         return self._version
 
-    def on_fault(self, listener: FaultListener) -> None:
-        self._listener = listener
-
-    def _report(self, error: DriverError) -> None:
-        if isinstance(error, LinkLost):
-            if self._link_loss_reported:
-                return
-            self._link_loss_reported = True
-        log.error("%s fault: %s: %s", self.name, error.code, error.reason)
-        if self._listener is not None:
-            self._listener(error)
-
     # -- connection ----------------------------------------------------------------
-    def _require_link(self) -> MagstimLink:
-        if self._link is None or self._closed:
-            raise LinkLost(f"{self.name}: not connected")
-        return self._link
+    def _open_link(self, transport: Transport) -> MagstimLink:
+        return MagstimLink(transport)
 
-    async def connect(self) -> DeviceIdentity:
-        if self._link is not None or self._closed:
-            raise RuntimeError(f"{self.name}: connect() is called once per driver instance")
-        transport = await open_transport(self._port, baudrate=BAUDRATE)
-        transport.set_on_lost(self._report)
-        self._link = MagstimLink(transport)
-        try:
-            await self._take_remote_control()
-            self._identity = await self._identify()
-            snapshot = await self._snapshot()
-            await self._raise_if_error(snapshot.parameters)
-            self._keepalive.start()
-        except BaseException:
-            await self._keepalive.stop()
-            await transport.close()
-            self._closed = True
-            raise
-        log.info("connected %s: %s", self.name, self._identity)
-        return self._identity
+    async def _handshake(self) -> DeviceIdentity:
+        await self._take_remote_control()
+        identity = await self._identify()
+        snapshot = await self._snapshot()
+        await self._raise_if_error(snapshot.parameters)
+        return identity
 
     async def _take_remote_control(self) -> None:
         link = self._require_link()
@@ -313,7 +260,7 @@ class MagstimDriver(Stimulator):
 
     # -- settings ------------------------------------------------------------------
     async def set_intensity(self, pct_mso: int) -> None:
-        power = check_power(pct_mso, self._capabilities)
+        power = check_intensity(pct_mso, self._capabilities)
         await self._send_power(power)
         self._expected_power = power
         if self._expected is not None:
@@ -399,8 +346,7 @@ class MagstimDriver(Stimulator):
                     )
                 if actual.pulses != expected.pulses:
                     differences.append(f"pulses {actual.pulses} != set {expected.pulses}")
-        if differences:
-            raise ReadbackMismatch(f"{self.name} read back: " + "; ".join(differences))
+        self._raise_on_differences(differences)
 
     # -- arming and firing -----------------------------------------------------------
     async def arm(self) -> None:
@@ -412,22 +358,15 @@ class MagstimDriver(Stimulator):
         await self._raise_if_error(snapshot.parameters)
         if not snapshot.parameters.instrument.coil_present:
             raise DeviceRejected(f"{self.name}: refusing to arm, the unit reports no coil")
-        self._may_be_armed = True
-        self._keepalive.nudge()
-        try:
+        async with self._arming():
             if not snapshot.parameters.instrument.armed:
                 await self._require_link().exchange(b"E", b"B", 3)
             await self._wait_ready(generation)
-        except BaseException:
-            await self.disarm()
-            raise
-        self._armed_confirmed = True
 
     async def _wait_ready(self, generation: int) -> None:
         deadline = time.monotonic() + ARM_TIMEOUT_S
         while True:
-            if self._disarm_generation != generation:
-                raise DeviceRejected(f"{self.name}: arming cancelled by a disarm")
+            self._raise_if_overtaken(generation)
             snapshot = await self._snapshot()
             instrument = snapshot.parameters.instrument
             await self._raise_if_error(snapshot.parameters)
@@ -470,46 +409,24 @@ class MagstimDriver(Stimulator):
                 raise DeviceTimeout(f"{self.name}: train still running after {timeout_s:.1f} s")
             await asyncio.sleep(_POLL_S)
 
-    async def disarm(self) -> None:
-        self._disarm_generation += 1
-        self._armed_confirmed = False
-        link = self._link
-        if link is None or self._closed or not link.transport.is_open:
-            self._may_be_armed = False
-            return
+    async def _disarm_and_confirm(self, link: MagstimLink) -> None:
         try:
-            try:
-                await link.exchange(b"E", b"A", 3)
-            except DeviceRejected as exc:
-                # 'S': the unit is not in a state to disarm (e.g. it already left
-                # remote control, which disarms it). The status read below decides.
-                log.info("%s: disarm answered %s", self.name, exc.reason)
-            snapshot = await self._snapshot()
-            if snapshot.parameters.instrument.armed:
-                raise DeviceFault(f"{self.name}: still armed after the disarm command")
-        except DriverError as exc:
-            self._report(exc)
-            log.error("%s: disarm not confirmed (%s); silencing the keep-alive so the unit's"
-                      " own remote-control timeout disarms it", self.name, exc.reason)
-            await self._keepalive.stop()
-            return
-        self._may_be_armed = False
+            await link.exchange(b"E", b"A", 3)
+        except DeviceRejected as exc:
+            # 'S': the unit is not in a state to disarm (e.g. it already left
+            # remote control, which disarms it). The status read below decides.
+            log.info("%s: disarm answered %s", self.name, exc.reason)
+        snapshot = await self._snapshot()
+        if snapshot.parameters.instrument.armed:
+            raise DeviceFault(f"{self.name}: still armed after the disarm command")
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        await self.disarm()
+    async def _on_disarm_unconfirmed(self, error: DriverError) -> None:
+        log.error("%s: disarm not confirmed (%s); silencing the keep-alive so the unit's"
+                  " own remote-control timeout disarms it", self.name, error.reason)
         await self._keepalive.stop()
-        link = self._link
-        self._closed = True
-        if link is None:
-            return
-        if link.transport.is_open:
-            try:
-                await link.exchange(b"R", b"@", FIXED_REPLY_LENGTHS[b"R"])
-            except DriverError as exc:
-                log.warning("%s: releasing remote control failed: %s", self.name, exc.reason)
-        await link.transport.close()
+
+    async def _release(self, link: MagstimLink) -> None:
+        await link.exchange(b"R", b"@", FIXED_REPLY_LENGTHS[b"R"])
 
     # -- keep-alive ----------------------------------------------------------------
     def _last_renewal(self) -> float:

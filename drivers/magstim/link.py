@@ -5,6 +5,15 @@ and the driver's commands never interleave bytes. A reply is matched by its echo
 and checksum and must be exactly as long as the command's reply; anything else is a
 ``FramingError``, silence is a ``DeviceTimeout``, and the device's own refusals
 (``?`` alone, ``CMD ? CRC``, ``CMD S CRC``) are ``DeviceRejected`` with its reason.
+
+Stale input is dropped before every write, as real Magstim clients do. That alone is
+not enough after an exchange that ended before its reply was read in full — cancelled
+by its caller, timed out, or garbled: the rest of that reply may still be on its way
+and would be read as the next command's. Such an exchange leaves the link *in doubt*,
+and the next one first resynchronises: it drains input until the interrupted reply
+has arrived (or its deadline passed) and the line has then been quiet for
+``RESYNC_QUIET_S``. The transport completes a write even when its caller is cancelled,
+so the device never holds a fragment of a command that the next one would complete.
 """
 
 from __future__ import annotations
@@ -39,6 +48,12 @@ WRITE_TIMEOUT_S = 0.5
 _VERSION_MAX_LENGTH = 24
 #: A lone '?' is final when nothing follows it for this long (≈ 20 byte-times).
 UNKNOWN_QUIET_S = 0.02
+#: Quiet that ends a resynchronisation: the bytes of one reply follow each other within
+#: a byte time, and a command cut short is answered '?' after the device's own gap of
+#: about 20 byte-times; 50 ms of silence is well past both.
+RESYNC_QUIET_S = 0.05
+#: A line that keeps talking this long past the interrupted reply's deadline is noise.
+RESYNC_NOISE_LIMIT_S = 0.5
 
 #: The only commands this driver ever sends. The coil-safety-switch override and the
 #: enhanced-power commands are absent on purpose: ``exchange`` refuses anything else.
@@ -50,6 +65,16 @@ _RAPID_STATUS_REPLIES = frozenset(b"\\[BDx")
 class UnknownCommand(DeviceRejected):
     """The device answered ``?`` alone: it does not know this command (e.g. ``ND`` on a
     200², which is how the Rapid family is told apart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Interrupted:
+    """An exchange that ended before its whole reply was read."""
+
+    sent: bytes
+    received_before: int    # ``transport.bytes_received`` when its command was written
+    reply_length: int       # bytes of a complete reply (the longest, for the version)
+    deadline: float         # monotonic time its reply was due by
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +95,9 @@ class MagstimLink:
         self._lock = asyncio.Lock()
         #: monotonic time at which the last command that the device accepted was written
         self.last_accepted_at = time.monotonic()
+        self._in_doubt: _Interrupted | None = None
+        #: exchanges whose leftover reply bytes a later exchange drained (for status)
+        self.resynchronisations = 0
 
     @property
     def transport(self) -> Transport:
@@ -84,18 +112,63 @@ class MagstimLink:
         if len(command) != 1 or command[0] not in SENDABLE_COMMANDS:
             raise ValueError(f"command {command!r} is not one this driver may send")
         message = encode_command(command, data)
+        expected = reply_length if reply_length is not None else _VERSION_MAX_LENGTH
+        timeout_s = REPLY_MARGIN_S + (len(message) + expected) * BYTE_TIME_S
         async with self._lock:
+            if self._in_doubt is not None:
+                await self._resynchronise(self._in_doubt)
+                self._in_doubt = None
             dropped = self._transport.discard_input()
             if dropped:
                 log.warning("discarded %d stale byte(s) before %r: %s",
                             len(dropped), message, dropped.hex())
-            expected = reply_length if reply_length is not None else _VERSION_MAX_LENGTH
-            timeout_s = REPLY_MARGIN_S + (len(message) + expected) * BYTE_TIME_S
+            # In doubt until the whole reply is read: a cancellation, timeout or garbled
+            # reply from here on leaves bytes the next exchange must not take as its own.
+            received_before = self._transport.bytes_received
+            self._in_doubt = _Interrupted(
+                message, received_before, expected,
+                time.monotonic() + WRITE_TIMEOUT_S + timeout_s,
+            )
             await self._transport.write(message, WRITE_TIMEOUT_S)
             written_at = time.monotonic()
-            reply = await self._read_reply(command, data, reply_length, timeout_s)
+            self._in_doubt = _Interrupted(
+                message, received_before, expected, written_at + timeout_s
+            )
+            try:
+                reply = await self._read_reply(command, data, reply_length, timeout_s)
+            except DeviceRejected:
+                self._in_doubt = None  # the refusal was the whole reply
+                raise
+            self._in_doubt = None
             self.last_accepted_at = written_at
             return reply
+
+    async def _resynchronise(self, interrupted: _Interrupted) -> None:
+        """Drain what is left of an interrupted exchange's reply before the next command.
+
+        Done when the reply had time to arrive in full (all its bytes came, or its
+        deadline passed) and the line has been quiet for ``RESYNC_QUIET_S`` since.
+        """
+        give_up_at = max(interrupted.deadline, time.monotonic()) + RESYNC_NOISE_LIMIT_S
+        dropped = bytearray(self._transport.discard_input())
+        while True:
+            arrived = self._transport.bytes_received - interrupted.received_before
+            if arrived >= interrupted.reply_length:
+                wait_s = RESYNC_QUIET_S
+            else:
+                wait_s = max(RESYNC_QUIET_S, interrupted.deadline - time.monotonic())
+            if time.monotonic() + wait_s > give_up_at:
+                raise FramingError(
+                    f"line not quiet after the interrupted exchange {interrupted.sent!r}:"
+                    f" {len(dropped)} byte(s) dropped ({bytes(dropped[:32]).hex()}…)"
+                )
+            try:
+                dropped += await self._transport.read_some(wait_s)
+            except DeviceTimeout:
+                break
+        self.resynchronisations += 1
+        log.warning("resynchronised after the interrupted exchange %r: dropped %d byte(s) %s",
+                    interrupted.sent, len(dropped), bytes(dropped).hex())
 
     async def _read_reply(
         self, command: bytes, data: bytes, reply_length: int | None, timeout_s: float

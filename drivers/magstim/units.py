@@ -14,11 +14,11 @@ from protocols.capabilities import DeviceCapabilities
 from protocols.schedule import TrainSpec
 
 from ..errors import InvalidSetting
+from ..units import check_intensity, check_pulse_count, require_int, tenths_per_second
 from .codec import rapid_parameter_widths
 from .replies import Version
 
 _US_PER_TENTH_S = 100_000
-_TENTHS_HZ_TIMES_US = 10_000_000  # f[0.1 Hz] = 10 000 000 / interval[µs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,55 +38,28 @@ class MagstimTrainSettings:
         return self.duration_tenths_s == 0
 
 
-def _require_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSetting(f"{name}={value!r}: must be an integer, got {type(value).__name__}")
-    return value
-
-
-def check_power(pct_mso: object, capabilities: DeviceCapabilities) -> int:
-    """Integer %MSO within 0..max_output (enhanced power mode is never used)."""
-    power = _require_int("intensity_pct_mso", pct_mso)
-    limit = capabilities.max_output_pct_mso
-    if not 0 <= power <= limit:
-        raise InvalidSetting(
-            f"intensity_pct_mso={power}: outside 0..{limit} %MSO of {capabilities.model}"
-        )
-    return power
-
-
 def magstim_train_settings(
     train: TrainSpec, capabilities: DeviceCapabilities, version: Version | None
 ) -> MagstimTrainSettings:
     """Convert one train; ``version`` is the Rapid software version (None: 200²/BiStim²)."""
-    power = check_power(train.intensity_pct_mso, capabilities)
-    pulses = _require_int("pulses", train.pulses)
-    burst_pulses = _require_int("burst_pulses", train.burst_pulses)
-    interval_us = _require_int("pulse_interval_us", train.pulse_interval_us)
+    power = check_intensity(train.intensity_pct_mso, capabilities)
+    pulses = require_int("pulses", train.pulses)
+    burst_pulses = require_int("burst_pulses", train.burst_pulses)
+    interval_us = require_int("pulse_interval_us", train.pulse_interval_us)
     if burst_pulses != 1:
         raise InvalidSetting(
             f"burst_pulses={burst_pulses}: {capabilities.model} has no burst command over"
             " serial (limit 1)"
         )
-    if pulses < 1:
-        raise InvalidSetting(f"pulses={pulses}: a train has at least 1 pulse")
-    if pulses > capabilities.max_pulses_per_train:
-        raise InvalidSetting(
-            f"pulses={pulses}: above {capabilities.max_pulses_per_train} per train"
-            f" on {capabilities.model}"
-        )
+    check_pulse_count(pulses, capabilities)
     if pulses == 1:
         return MagstimTrainSettings(power, 0, 1, 0)
     if version is None or not capabilities.supports_trains:
         raise InvalidSetting(f"pulses={pulses}: {capabilities.model} fires single pulses only")
-    if interval_us <= 0:
-        raise InvalidSetting(f"pulse_interval_us={interval_us}: must be positive")
-    if _TENTHS_HZ_TIMES_US % interval_us:
-        raise InvalidSetting(
-            f"pulse_interval_us={interval_us}: {1e6 / interval_us:.4f} Hz is not a whole"
-            " number of 0.1 Hz (the Magstim frequency unit)"
-        )
-    frequency = _TENTHS_HZ_TIMES_US // interval_us
+    frequency = tenths_per_second(
+        "pulse_interval_us", interval_us,
+        per_second="Hz", unit="0.1 Hz (the Magstim frequency unit)",
+    )
     max_hz = capabilities.max_frequency_at(power)
     if frequency > max_hz * 10:
         raise InvalidSetting(

@@ -1,13 +1,14 @@
 """The MagVenture driver: MagPro R30 and X100 behind ``Stimulator``.
 
 Concerns live in their own modules: ``link`` (reader task, replies matched by command
-id), ``frames`` (payload decoding), ``units`` (TrainSpec → MagPro settings). The MagPro
-has no keep-alive of its own — it keeps remote control through host silence — so the
-driver's keep-alive here is link supervision: a status request every 0.4 s while the
-unit may be enabled (1 s otherwise) that surfaces an unplugged, stuck or garbling link,
-and a unit that disabled itself, through the fault listener. Because the unit will not
-stop on its own when the host dies, the daemon's disarm path is the only one: see
-``docs/drivers.md``.
+id), ``frames`` (payload decoding), ``units`` (TrainSpec → MagPro settings), and
+``SerialStimulator`` (connect, disarm and close plumbing shared with every serial
+driver). The MagPro has no keep-alive of its own — it keeps remote control through
+host silence — so the driver's keep-alive here is link supervision: a status request
+every 0.4 s while the unit may be enabled (1 s otherwise) that surfaces an unplugged,
+stuck or garbling link, and a unit that disabled itself, through the fault listener.
+Because the unit will not stop on its own when the host dies, the daemon's disarm path
+is the only one: see ``docs/drivers.md``.
 
 Unsolicited frames are parsed as they arrive: di/dt frames (one per pulse) are counted
 so ``wait_train_complete`` returns the pulses the unit itself reported.
@@ -19,10 +20,10 @@ import asyncio
 import logging
 import time
 
-from protocols.capabilities import MAGVENTURE_MODELS, DeviceCapabilities, device_profile
+from protocols.capabilities import MAGVENTURE_MODELS
 from protocols.schedule import TrainSpec
 
-from ..base import DeviceIdentity, DeviceStatus, FaultListener, Stimulator
+from ..base import DeviceIdentity, DeviceStatus
 from ..errors import (
     DeviceFault,
     DeviceRejected,
@@ -30,11 +31,11 @@ from ..errors import (
     DriverError,
     IdentityMismatch,
     InvalidSetting,
-    LinkLost,
-    ReadbackMismatch,
 )
-from ..keepalive import KeepAlive, KeepAlivePolicy
-from ..transport import open_transport
+from ..keepalive import KeepAlivePolicy
+from ..serial_stimulator import SerialStimulator, builtin_capabilities
+from ..transport import Transport
+from ..units import check_intensity
 from .codec import (
     CMD_AMPLITUDE,
     CMD_ENABLE,
@@ -56,7 +57,7 @@ from .frames import (
     burst_ipi_index,
 )
 from .link import BAUDRATE, MagVentureLink
-from .units import MagVentureTrain, check_amplitude, magventure_train
+from .units import MagVentureTrain, magventure_train
 
 log = logging.getLogger(__name__)
 
@@ -79,102 +80,48 @@ CHARGE_TIME_S = 1.2
 _TRAILING_FRAMES_S = 0.3
 
 
-class MagVentureDriver(Stimulator):
+class MagVentureDriver(SerialStimulator[MagVentureLink]):
     """One MagPro on one serial port."""
 
     def __init__(
         self, name: str, port: str, *, mains_voltage: int | None = None, coil: str | None = None
     ) -> None:
-        if name not in MAGVENTURE_MODELS:
-            raise InvalidSetting(
-                f"driver name {name!r}: not a MagVenture model {MAGVENTURE_MODELS}"
-            )
-        try:
-            self._capabilities = device_profile(name, mains_voltage)
-        except ValueError as exc:
-            raise InvalidSetting(f"mains_voltage={mains_voltage!r}: {exc}") from exc
-        self.name = name
-        self._port = port
-        self._coil = coil
-        self._link: MagVentureLink | None = None
-        self._identity: DeviceIdentity | None = None
+        super().__init__(
+            name,
+            port,
+            capabilities=builtin_capabilities(
+                name, MAGVENTURE_MODELS, "MagVenture", mains_voltage
+            ),
+            baudrate=BAUDRATE,
+            keepalive_policy=KEEPALIVE_POLICY,
+            coil=coil,
+        )
         self._model_code = 0
-        self._listener: FaultListener | None = None
-        self._link_loss_reported = False
         self._expected: MagVentureTrain | None = None
         self._expected_amplitude: int | None = None
-        self._may_be_armed = False
-        self._armed_confirmed = False
-        self._disarm_generation = 0
         self._last_renewal_at = time.monotonic()
         self._pulses_reported = 0
         self._fired_pulses_base: int | None = None
         self._fired_at = 0.0
         self._fired_span_s = 0.0
         self._last_didt: tuple[int, int] | None = None
-        self._closed = False
-        self._keepalive = KeepAlive(
-            name=f"{name} on {port}",
-            policy=KEEPALIVE_POLICY,
-            renew=self._renew,
-            last_renewal=lambda: self._last_renewal_at,
-            may_be_armed=lambda: self._may_be_armed,
-            report=self._report,
-        )
-
-    # -- identity ------------------------------------------------------------------
-    @property
-    def identity(self) -> DeviceIdentity:
-        if self._identity is None:
-            raise RuntimeError(f"{self.name}: identity is known only after connect()")
-        return self._identity
-
-    @property
-    def capabilities(self) -> DeviceCapabilities:
-        return self._capabilities
-
-    def on_fault(self, listener: FaultListener) -> None:
-        self._listener = listener
-
-    def _report(self, error: DriverError) -> None:
-        if isinstance(error, LinkLost):
-            if self._link_loss_reported:
-                return
-            self._link_loss_reported = True
-        log.error("%s fault: %s: %s", self.name, error.code, error.reason)
-        if self._listener is not None:
-            self._listener(error)
 
     # -- connection ----------------------------------------------------------------
-    def _require_link(self) -> MagVentureLink:
-        if self._link is None or self._closed:
-            raise LinkLost(f"{self.name}: not connected")
-        return self._link
-
-    async def connect(self) -> DeviceIdentity:
-        if self._link is not None or self._closed:
-            raise RuntimeError(f"{self.name}: connect() is called once per driver instance")
-        transport = await open_transport(self._port, baudrate=BAUDRATE)
-        transport.set_on_lost(self._report)
+    def _open_link(self, transport: Transport) -> MagVentureLink:
         link = MagVentureLink(
             transport, on_unsolicited=self._on_unsolicited, on_error=self._report
         )
-        self._link = link
         link.start()
-        try:
-            status = await self._status()
-            self._identity = self._identify(status)
-            if (await self._enable(False)).status.enabled:
-                raise DeviceFault(f"{self.name}: still enabled after the disable command")
-            self._keepalive.start()
-        except BaseException:
-            await self._keepalive.stop()
-            await link.stop()
-            await transport.close()
-            self._closed = True
-            raise
-        log.info("connected %s: %s", self.name, self._identity)
-        return self._identity
+        return link
+
+    async def _handshake(self) -> DeviceIdentity:
+        identity = self._identify(await self._status())
+        if (await self._enable(False)).status.enabled:
+            raise DeviceFault(f"{self.name}: still enabled after the disable command")
+        return identity
+
+    async def _shutdown_link(self, link: MagVentureLink) -> None:
+        await link.stop()
 
     def _identify(self, status: Status) -> DeviceIdentity:
         model = status.status.model
@@ -276,7 +223,7 @@ class MagVentureDriver(Stimulator):
 
     # -- settings ------------------------------------------------------------------
     async def set_intensity(self, pct_mso: int) -> None:
-        amplitude = check_amplitude(pct_mso, self._capabilities)
+        amplitude = check_intensity(pct_mso, self._capabilities)
         self._expected_amplitude = amplitude
         await self._amplitude(amplitude)
         await self._check_readback()
@@ -334,8 +281,7 @@ class MagVentureDriver(Stimulator):
                         f"IPI index {mode.ipi_index} != that of the set"
                         f" {expected.ipi_tenths_ms / 10} ms"
                     )
-        if differences:
-            raise ReadbackMismatch(f"{self.name} read back: " + "; ".join(differences))
+        self._raise_on_differences(differences)
 
     # -- arming and firing -----------------------------------------------------------
     async def arm(self) -> None:
@@ -344,23 +290,16 @@ class MagVentureDriver(Stimulator):
             raise InvalidSetting(f"{self.name}: arm before a train was configured")
         generation = self._disarm_generation
         await self._check_readback()
-        self._may_be_armed = True
-        self._keepalive.nudge()
-        try:
+        async with self._arming():
             report = await self._enable(True)
             if not report.status.enabled:
                 raise DeviceRejected(
                     f"{self.name} refused to enable (coil absent or too hot, or a device error)"
                 )
             await asyncio.sleep(CHARGE_TIME_S)
-            if self._disarm_generation != generation:
-                raise DeviceRejected(f"{self.name}: arming cancelled by a disarm")
+            self._raise_if_overtaken(generation)
             if not (await self._status()).status.enabled:
                 raise DeviceFault(f"{self.name} disabled itself while charging")
-        except BaseException:
-            await self.disarm()
-            raise
-        self._armed_confirmed = True
 
     async def fire_train(self) -> None:
         expected = self._expected
@@ -418,39 +357,21 @@ class MagVentureDriver(Stimulator):
                 raise DeviceTimeout(f"{self.name}: train still running after {timeout_s:.1f} s")
             await asyncio.sleep(_POLL_S)
 
-    async def disarm(self) -> None:
-        self._disarm_generation += 1
-        self._armed_confirmed = False
-        link = self._link
-        if link is None or self._closed or not link.transport.is_open:
-            self._may_be_armed = False
-            return
-        try:
-            await self._enable(False)
-            status = await self._status()
-            if status.status.enabled:
-                raise DeviceFault(f"{self.name}: still enabled after the disable command")
-        except DriverError as exc:
-            # The MagPro does not disable itself on host silence: nothing more can be
-            # done from here; the daemon trips on the report.
-            self._report(exc)
-            log.error("%s: disarm not confirmed: %s", self.name, exc.reason)
-            return
-        self._may_be_armed = False
+    async def _disarm_and_confirm(self, link: MagVentureLink) -> None:
+        await self._enable(False)
+        status = await self._status()
+        if status.status.enabled:
+            raise DeviceFault(f"{self.name}: still enabled after the disable command")
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        await self.disarm()
-        await self._keepalive.stop()
-        link = self._link
-        self._closed = True
-        if link is None:
-            return
-        await link.stop()
-        await link.transport.close()
+    async def _on_disarm_unconfirmed(self, error: DriverError) -> None:
+        # The MagPro does not disable itself on host silence: nothing more can be
+        # done from here; the daemon trips on the report.
+        log.error("%s: disarm not confirmed: %s", self.name, error.reason)
 
     # -- keep-alive ----------------------------------------------------------------
+    def _last_renewal(self) -> float:
+        return self._last_renewal_at
+
     async def _renew(self) -> None:
         status = await self._status()
         if self._armed_confirmed and not status.status.enabled:

@@ -20,9 +20,9 @@ from protocols.capabilities import DeviceCapabilities
 from protocols.schedule import TrainSpec
 
 from ..errors import InvalidSetting
+from ..units import check_intensity, check_pulse_count, require_int, tenths_per_second
 from .frames import WAVEFORM_BIPHASIC, WAVEFORM_BIPHASIC_BURST, burst_ipi_index
 
-_TENTHS_HZ_TIMES_US = 10_000_000
 _US_PER_TENTH_MS = 100
 MIN_RATE_TENTHS = 1          # 0.1 pps
 MAX_RATE_TENTHS = 1000       # 100 pps
@@ -53,50 +53,23 @@ class MagVentureTrain:
         return bytes([0x06]) + b"".join(v.to_bytes(2, "big") for v in fields)
 
 
-def _require_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSetting(f"{name}={value!r}: must be an integer, got {type(value).__name__}")
-    return value
-
-
-def check_amplitude(pct_mso: object, capabilities: DeviceCapabilities) -> int:
-    amplitude = _require_int("intensity_pct_mso", pct_mso)
-    if not 0 <= amplitude <= capabilities.max_output_pct_mso:
-        raise InvalidSetting(
-            f"intensity_pct_mso={amplitude}: outside 0..{capabilities.max_output_pct_mso}"
-            f" %MSO of {capabilities.model}"
-        )
-    return amplitude
-
-
 def _rate_tenths(name: str, interval_us: int) -> int:
-    if interval_us <= 0:
-        raise InvalidSetting(f"{name}={interval_us}: must be positive")
-    if _TENTHS_HZ_TIMES_US % interval_us:
-        raise InvalidSetting(
-            f"{name}={interval_us}: {1e6 / interval_us:.4f} per second is not a whole number"
-            " of 0.1 pps (the MagPro rate unit)"
-        )
-    rate = _TENTHS_HZ_TIMES_US // interval_us
+    rate = tenths_per_second(
+        name, interval_us, per_second="per second", unit="0.1 pps (the MagPro rate unit)"
+    )
     if not MIN_RATE_TENTHS <= rate <= MAX_RATE_TENTHS:
         raise InvalidSetting(f"{name}={interval_us}: {rate / 10} pps outside the MagPro's 0.1..100")
     return rate
 
 
 def magventure_train(train: TrainSpec, capabilities: DeviceCapabilities) -> MagVentureTrain:
-    amplitude = check_amplitude(train.intensity_pct_mso, capabilities)
-    pulses = _require_int("pulses", train.pulses)
-    burst_pulses = _require_int("burst_pulses", train.burst_pulses)
-    bursts = _require_int("bursts", train.bursts)
-    interval_us = _require_int("pulse_interval_us", train.pulse_interval_us)
-    burst_interval_us = _require_int("burst_interval_us", train.burst_interval_us)
-    if pulses < 1:
-        raise InvalidSetting(f"pulses={pulses}: a train has at least 1 pulse")
-    if pulses > capabilities.max_pulses_per_train:
-        raise InvalidSetting(
-            f"pulses={pulses}: above {capabilities.max_pulses_per_train} per train"
-            f" on {capabilities.model}"
-        )
+    amplitude = check_intensity(train.intensity_pct_mso, capabilities)
+    pulses = require_int("pulses", train.pulses)
+    burst_pulses = require_int("burst_pulses", train.burst_pulses)
+    bursts = require_int("bursts", train.bursts)
+    interval_us = require_int("pulse_interval_us", train.pulse_interval_us)
+    burst_interval_us = require_int("burst_interval_us", train.burst_interval_us)
+    check_pulse_count(pulses, capabilities)
     if burst_pulses == 1:
         if bursts != pulses:
             raise InvalidSetting(f"bursts={bursts}: must equal pulses={pulses} without bursts")

@@ -8,6 +8,7 @@ small command and reply packets back for tens of milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 
@@ -35,6 +36,7 @@ def build_client(
     client_id: str,
     will: aiomqtt.Will | None = None,
     max_queued_incoming: int = 0,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> aiomqtt.Client:
     """An unconnected client; the password file is read now, at connect time."""
     connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -53,6 +55,7 @@ def build_client(
         tls_context=tls_context(config),
         socket_options=(NODELAY_OPTION,),
         max_queued_incoming_messages=max_queued_incoming,
+        queue_type=queue_type,
         properties=connect_properties,
     )
 

@@ -44,6 +44,7 @@ from stimd.mqtt.decode import (
     validate_command,
     verb_of,
 )
+from stimd.mqtt.ingress import FairIngress
 from stimd.mqtt.io import publish, raise_if_cancelling, subscribe
 from stimd.mqtt.payloads import EventMessage, StatusPayload
 from stimd.mqtt.replay import InFlight, ReplayCache
@@ -55,7 +56,9 @@ QOS = 1
 #: Events kept while the broker is away; older ones are dropped and the seq gap shows it.
 EVENT_BACKLOG = 1000
 #: Messages the client buffers before our reader takes them; the reader only parses.
-INCOMING_BUFFER = 1000
+#: A stop waits behind at most this many (ms each), and a flood beyond it is dropped
+#: fairly (``FairIngress``), never a stop.
+INCOMING_BUFFER = 256
 #: Distinct command senders tracked when the daemon was given no operator list.
 MAX_UNLISTED_SENDERS = 64
 #: Seconds a goodbye ``status`` publish may take during shutdown.
@@ -193,7 +196,7 @@ class MqttService:
         try:
             client = build_client(
                 self._config, client_id=self._client_id, will=will,
-                max_queued_incoming=INCOMING_BUFFER,
+                max_queued_incoming=INCOMING_BUFFER, queue_type=FairIngress,
             )
         except (OSError, ValueError) as exc:
             log.error("mqtt_client_unusable", error=str(exc), host=self._config.host)

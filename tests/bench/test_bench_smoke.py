@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,10 @@ def test_onset_accuracy() -> None:
     assert result["jitter_ms"] == pytest.approx(
         result["error_ms"]["p99"] - result["error_ms"]["p50"], abs=0.002)
     assert result["fire_command_line_time_ms"] == 3.125
+    # two errors: the slope through two points is their difference
+    errors = result["error_ms"]
+    assert abs(result["drift_ms_per_train"]) == pytest.approx(
+        errors["max"] - errors["min"], abs=0.002)
 
 
 def test_keepalive_under_load() -> None:
@@ -115,7 +120,7 @@ def test_fleet() -> None:
 def test_startup_and_the_report(tmp_path: Path) -> None:
     output = tmp_path / "performance.md"
     process = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "startup", "--output", str(output)],
+        [sys.executable, "-m", "bench", "--only", "startup", "--smoke", "--output", str(output)],
         cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.splitlines()[0])
@@ -128,3 +133,54 @@ def test_startup_and_the_report(tmp_path: Path) -> None:
     for key in ("cpu", "cores", "kernel", "python", "mosquitto", "date"):
         assert f"| {key} |" in text
     assert json.dumps(result["to_ready_ms"]["p50"]) in text
+
+
+def children_of(pid: int) -> dict[int, bytes]:
+    """Live direct children of ``pid`` with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def alive(pid: int, cmdline: bytes) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3])
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_every_process_it_started() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.stop_latency", "--trials", "1000"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        children: dict[int, bytes] = {}
+        # broker, simulator and daemon all running: the middle of a benchmark
+        while not any(b"stimd.cli" in c for c in children.values()):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(0.2)
+            children = children_of(process.pid)
+        assert any(b"mosquitto" in c for c in children.values())
+        assert any(b"simulator.cli" in c for c in children.values())
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "every process of the stack was stopped" in stderr
+    left = [c for pid, c in children.items() if alive(pid, c)]
+    assert not left, f"still running after the benchmark ended: {left}"

@@ -14,6 +14,8 @@ from stimd.scheduler import (
     earliest_onset_ns,
     remaining_us,
     required_gap,
+    shifted_anchor_ns,
+    train_end_bound_ns,
     wait_until,
 )
 
@@ -91,6 +93,93 @@ def test_property_onset_respects_every_source(
         assert RAPID.energy_model is not None
         wait = RAPID.energy_model.min_wait_s(pct, a.frequency_hz, pulses)
         assert gap_ns >= wait * 1e9 - 1000                           # energy model
+
+
+def run_schedule(
+    trains: list[TrainSpec], start_ns: int, reply_delays_ns: list[int],
+    late_by_ns: list[int],
+) -> list[tuple[int, int]]:
+    """Drive the scheduler as the runner does: (onset, end bound) of every train, when
+    train i is started ``late_by_ns[i]`` after its earliest onset and the device's
+    reply to its fire command comes ``reply_delays_ns[i]`` after that."""
+    anchor, previous, previous_end = start_ns, None, None
+    timeline: list[tuple[int, int]] = []
+    for index, spec in enumerate(trains):
+        onset = earliest_onset_ns(spec, anchor, previous, previous_end, RAPID)
+        onset += late_by_ns[index]
+        anchor = shifted_anchor_ns(anchor, spec, onset)
+        previous_end = train_end_bound_ns(onset + reply_delays_ns[index], spec, None)
+        previous = spec
+        timeline.append((onset, previous_end))
+    return timeline
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pulses=st.integers(2, 50),
+    interval_us=st.sampled_from([50_000, 100_000, 200_000, 1_000_000]),
+    iti_us=st.integers(1_000_000, 30_000_000),
+    count=st.integers(2, 40),
+)
+def test_property_no_drift_when_every_train_is_on_time(
+    pulses: int, interval_us: int, iti_us: int, count: int
+) -> None:
+    """Onsets are the planned ones when every train ends when planned: nothing the daemon
+    does between trains adds up from one train to the next."""
+    first = train(0, 0, pulses=pulses, interval_us=interval_us, pct=30)
+    trains = [train(i, i * (first.duration_us + iti_us), pulses=pulses,
+                    interval_us=interval_us, pct=30) for i in range(count)]
+    if any(required_gap(a, b, RAPID).source != "plan" for a, b in zip(trains, trains[1:])):
+        return   # the device's own minimum is longer than the plan's gap: not this case
+    start = 10**12
+    timeline = run_schedule(trains, start, [0] * count, [0] * count)
+    assert [onset for onset, _ in timeline] == [start + t.onset_us * 1000 for t in trains]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(),
+    pulses=st.integers(1, 100),
+    interval_us=st.integers(20_000, 1_000_000),
+    pct=st.integers(1, 100),
+    iti_us=st.integers(0, 20_000_000),
+    count=st.integers(2, 12),
+)
+def test_property_late_trains_shift_and_gaps_never_shrink(
+    data: st.DataObject, pulses: int, interval_us: int, pct: int, iti_us: int, count: int
+) -> None:
+    """Whatever makes trains late (pauses, cooling, a slow reply), no train starts before
+    its planned onset, no gap is below any source, and a late train shifts the rest."""
+    first = train(0, 0, pulses=pulses, interval_us=interval_us, pct=pct)
+    trains = [train(i, i * (first.duration_us + iti_us), pulses=pulses,
+                    interval_us=interval_us, pct=pct) for i in range(count)]
+    late = data.draw(st.lists(st.integers(0, 60_000_000_000), min_size=count, max_size=count))
+    replies = data.draw(st.lists(st.integers(0, 50_000_000), min_size=count, max_size=count))
+    start = 10**12
+    timeline = run_schedule(trains, start, replies, late)
+    lateness = 0
+    for index, (onset, _) in enumerate(timeline):
+        planned = start + trains[index].onset_us * 1000
+        assert onset >= planned + lateness                  # never early, never compressed
+        lateness = onset - planned
+        if index:
+            gap_ns = onset - timeline[index - 1][1]
+            needed = required_gap(trains[index - 1], trains[index], RAPID)
+            assert gap_ns >= needed.gap_us * 1000           # every source, from the true end
+
+
+def test_the_end_bound_takes_the_device_word_when_it_ran_long() -> None:
+    spec = train(0, 0, pulses=5, interval_us=100_000)        # 0.4 s first to last pulse
+    assert train_end_bound_ns(1_000, spec, None) == 1_000 + 400_000_000
+    assert train_end_bound_ns(1_000, spec, 900_000_000) == 900_000_000
+    assert train_end_bound_ns(1_000, spec, 5) == 1_000 + 400_000_000
+
+
+def test_an_on_time_train_leaves_the_anchor_and_a_late_one_moves_it() -> None:
+    spec = train(3, 2_000_000)
+    assert shifted_anchor_ns(10**9, spec, 10**9 + 2_000_000_000) == 10**9
+    assert shifted_anchor_ns(10**9, spec, 10**9 + 2_000_000_500) == 10**9 + 500
+    assert shifted_anchor_ns(10**9, spec, 10**9) == 10**9      # early: never compressed
 
 
 def test_remaining_time_from_the_plan() -> None:

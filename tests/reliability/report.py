@@ -167,9 +167,38 @@ def security_section(results: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, *_table(("check", "result", "what was measured"), rows), ""]
 
 
+#: How the suite is built and what it does not cover: part of the generator because it
+#: describes the tests themselves, not a run.
+SCOPE = [
+    "## Scope and limits of the suite",
+    "",
+    "- Ground truth is the simulator's pulse log (flushed per pulse, survives SIGKILL); "
+    "the record is read with `stimd history --json` and checked with `stimd verify-record`.",
+    "- Faults are injected through the simulator's control socket, by killing processes, "
+    "by a private mount namespace (read-only state directory, needs root) and by "
+    "RLIMIT_FSIZE (disk full). A read-only remount *mid-session* is not staged separately; "
+    "the daemon sees the same failed record write as on a full disk.",
+    "- The wall-clock jump is shown in-process (the system clock is not changed on a shared "
+    "machine): the real controller and simulator run while `time.time` and the controller's "
+    "wall clock jump ±3 h; a static check pins that `stimd/scheduler.py` reads only "
+    "`time.monotonic*`. Wall time still matters where it should: motor-threshold age and "
+    "the per-day pulse budget.",
+    "- A stop racing a start is exercised in-process (`test_stop_races.py`): the window "
+    "between a start's interlock reading and its arm command is too narrow to hit through "
+    "the broker.",
+    "- Under a command flood, refusals beyond the bounded reply queue are dropped by design "
+    "(memory stays bounded; repeating the id returns the answer); executed commands are "
+    "always answered.",
+    "- Protocol fuzzing runs the daemon's whole load path (parser, then every limit "
+    "source). An absurdly long inter-train interval is accepted: a longer rest is never "
+    "less safe, and no limit source caps the session's length.",
+    "",
+]
+
+
 def render(results: dict[str, dict[str, Any]], *, source: Path) -> str:
     rows = load_faults()
-    stamps = [r.get("finished_at") for r in results.values()
+    stamps = [float(r["finished_at"]) for r in results.values()
               if isinstance(r.get("finished_at"), int | float)]
     when = (datetime.fromtimestamp(max(stamps), UTC).strftime("%Y-%m-%d %H:%M UTC")
             if stamps else "never")
@@ -213,6 +242,7 @@ def render(results: dict[str, dict[str, Any]], *, source: Path) -> str:
         *fuzz_section(results),
         *security_section(results),
     ]
+    lines += SCOPE
     problems = _problems(results)
     if problems:
         lines += ["## Problems in the last run", "", *problems, ""]

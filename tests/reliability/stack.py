@@ -285,13 +285,6 @@ class Operator:
         assert isinstance(reply.payload, dict)
         return reply.payload
 
-    def state(self) -> dict[str, Any] | None:
-        """The latest ``state`` snapshot received."""
-        for seen in reversed(self.seen):
-            if seen.topic == f"stimd/{DEVICE_ID}/state" and isinstance(seen.payload, dict):
-                return seen.payload
-        return None
-
     def events(self, kind: str | None = None) -> list[Seen]:
         prefix = f"stimd/{DEVICE_ID}/evt/"
         return [s for s in self.seen if s.topic.startswith(prefix)
@@ -347,17 +340,17 @@ class Stack:
         """Pulses in the simulator's log: what really left the coil."""
         return len(self.sim.pulses())
 
-    async def wait_pulses(self, count: int, within_s: float = COMMAND_TIMEOUT_S) -> float:
-        """Wait for ``count`` pulses in the pulse log; returns the wall time it happened."""
+    async def wait_pulses(self, count: int, within_s: float = COMMAND_TIMEOUT_S) -> None:
+        """Wait until the pulse log holds ``count`` pulses."""
         await self.sim.await_event("pulse", count, timeout_s=within_s)
-        return time.time()
 
-    async def settled_pulse_count(self, quiet_s: float = 1.5,
+    async def settled_pulse_count(self, quiet_s: float = 1.2,
                                   within_s: float = 20.0) -> int:
         """The pulse count once no pulse arrived for ``quiet_s``.
 
-        1.5 s is above the Magstim keep-alive (1 s): a unit the daemon can no longer reach
-        has disarmed itself by then, so nothing more can fire.
+        1.2 s is above the Magstim keep-alive (1 s, checked by the simulator every 10 ms):
+        a unit the daemon can no longer reach has disarmed itself by then, so nothing more
+        can fire.
         """
         deadline = time.monotonic() + within_s
         last = self.pulse_count()
@@ -380,6 +373,13 @@ class Stack:
         assert result.returncode == 0, f"stimd history failed: {result.stderr}"
         sessions: list[dict[str, Any]] = json.loads(result.stdout)
         return sessions
+
+    async def record_and_verdict(self) -> tuple[list[dict[str, Any]], tuple[int, str]]:
+        """``history`` and ``verify-record`` side by side (two CLI processes at once)."""
+        sessions, verdict = await asyncio.gather(
+            asyncio.to_thread(self.history), asyncio.to_thread(self.verify_record)
+        )
+        return sessions, verdict
 
     def verify_record(self) -> tuple[int, str]:
         """``stimd verify-record``: exit code and output."""

@@ -147,18 +147,18 @@ async def judge_common(obs: Observation, stack: Stack, op: Operator, plan: Plan,
         cause = obs.data["fault_cause"]
         obs.check(any(e["payload"]["cause"] == cause for e in fault_events),
                   f"evt/fault does not carry the cause {cause!r}")
-    judge_the_record(obs, stack, fired, in_flight=in_flight)
+    await judge_the_record(obs, stack, fired, in_flight=in_flight)
 
 
-def judge_the_record(obs: Observation, stack: Stack, fired: int, *, in_flight: int) -> None:
-    sessions = stack.history()
+async def judge_the_record(obs: Observation, stack: Stack, fired: int, *,
+                           in_flight: int) -> None:
+    sessions, (code, output) = await stack.record_and_verdict()
     record_data, record_problems = judge_record(sessions, fired, in_flight_pulses=in_flight)
     obs.data.update(record_data)
     obs.problems.extend(record_problems)
     outcomes = [s["outcome"] for s in sessions]
     obs.check(outcomes == [obs.row.record_outcome],
               f"record outcomes {outcomes}, expected [{obs.row.record_outcome!r}]")
-    code, output = stack.verify_record()
     obs.data["record_verified"] = code == 0
     obs.check(code == 0, f"stimd verify-record exit {code}: {output.strip()[-300:]}")
 
@@ -253,7 +253,7 @@ async def daemon_sigkill(row: FaultRow, workdir: Path) -> Observation:
 
 async def heartbeat_lost(row: FaultRow, workdir: Path) -> Observation:
     obs = Observation(row)
-    async with running_stack(workdir, heartbeat_timeout_s=1.0) as stack, \
+    async with running_stack(workdir, heartbeat_timeout_s=2.0) as stack, \
             operator_client(stack.broker) as op:
         await op.wait_online()
         silent = asyncio.Event()
@@ -263,14 +263,16 @@ async def heartbeat_lost(row: FaultRow, workdir: Path) -> Observation:
             while not silent.is_set():
                 await op.publish("heartbeat", {"id": op.next_id("hb")})
                 last_beat[0] = time.time()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(silent.wait(), 0.25)
+                with contextlib.suppress(TimeoutError):  # 0.2 s: ten beats per timeout
+                    await asyncio.wait_for(silent.wait(), 0.2)
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(beat(), name="operator-heartbeat")
             try:
                 plan = await start_session(op)
-                await stack.wait_pulses(MID_TRAIN_1)
+                # silent from mid-train 0: heartbeat_timeout_s (2 s) runs out during train 1,
+                # so the pause lands before train 2 (the last one)
+                await stack.wait_pulses(TRAIN_PULSES // 2)
             finally:
                 silent.set()
         since_wall, since_mono = last_beat[0], time.monotonic_ns()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import math
-import os
 import time
 import tomllib
 from collections import Counter
@@ -31,8 +30,8 @@ from stimd.config import ConfigError, StimdConfig, load_config, parse_config
 from .judge import FAULT_PROTOCOL, MT_PCT_MSO
 from .results import write_result
 
-SOAK = os.environ.get("STIMD_SOAK") == "1"
-EXAMPLES = 3000 if SOAK else 300
+#: Examples per property in the normal suite, and in ``make soak``.
+EXAMPLES, SOAK_EXAMPLES = 300, 5000
 TALLY: Counter[str] = Counter()
 RAPID2 = device_profile("magstim-rapid2", 240)
 #: Keys whose value is free text: any string is a valid name or description.
@@ -221,12 +220,31 @@ def test_the_shipped_example_configuration_still_loads() -> None:
         assert isinstance(parse_config(tomllib.load(handle), source=str(example)), StimdConfig)
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+def test_soak_file_inputs() -> None:
+    """The three table properties above with ``SOAK_EXAMPLES`` each."""
+    for prop, strategies in (
+        (test_fuzzed_protocol_tables_are_accepted_or_refused_with_reasons,
+         {"data": protocol_tables}),
+        (test_one_absurd_value_in_a_valid_protocol_is_refused_naming_its_key,
+         {"table": st.sampled_from(["protocol", "rtms"]), "data": st.data()}),
+        (test_fuzzed_configurations_are_accepted_or_refused_with_reasons,
+         {"data": config_tables}),
+    ):
+        inner = prop.hypothesis.inner_test  # type: ignore[attr-defined]
+        settings(max_examples=SOAK_EXAMPLES, deadline=None, database=None)(
+            given(**strategies)(inner))()
+
+
+@pytest.fixture(autouse=True)
 def report_volume(request: pytest.FixtureRequest) -> Any:
+    """Each property test's volume and verdict, in its own results file (xdist-safe)."""
     TALLY.clear()
     failed_before = request.session.testsfailed
     yield
-    write_result("fuzz-files", {
-        "examples": dict(sorted(TALLY.items())), "total": sum(TALLY.values()),
-        "passed": request.session.testsfailed == failed_before, "finished_at": time.time(),
-    })
+    if TALLY:
+        write_result(f"fuzz-{request.node.name.removeprefix('test_')}", {
+            "examples": dict(sorted(TALLY.items())), "total": sum(TALLY.values()),
+            "passed": request.session.testsfailed == failed_before, "finished_at": time.time(),
+        })

@@ -11,7 +11,6 @@ never armed); its memory stays bounded.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,9 +28,10 @@ from .stack import DEVICE_ID, OPERATOR, Operator, Stack, operator_client, runnin
 
 pytestmark = pytest.mark.e2e
 
-SOAK = os.environ.get("STIMD_SOAK") == "1"
-EXAMPLES = 2000 if SOAK else 200
-TOPIC_EXAMPLES = 400 if SOAK else 40
+#: Examples in the normal suite, and in ``make soak``.
+EXAMPLES, SOAK_EXAMPLES = 200, 3000
+TOPIC_EXAMPLES, SOAK_TOPIC_EXAMPLES = 40, 600
+SOAK_TIMEOUT_S = 3600
 #: RSS growth allowed over a fuzz run. Generous on purpose: this catches unbounded
 #: growth (a cache or queue per message), not allocator noise.
 MAX_RSS_GROWTH_KB = 40_000
@@ -197,25 +197,30 @@ async def fuzz_run(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncItera
         await op.wait_online()
         run = FuzzRun(stack, op, rss_kb(stack.daemon.pid))
         yield run
-        name = request.node.originalname.removeprefix("test_fuzzed_")
+        name = request.node.originalname.removeprefix("test_")
         await run.finish(name)
 
 
 FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, database=None,
+    deadline=None, database=None,
     # one daemon serves every example: that is the point (it must survive them all)
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                            HealthCheck.data_too_large],
 )
 
 
-@FUZZ_SETTINGS
-@given(verb=verbs, payload=raw_payloads)
-async def test_fuzzed_payloads_get_structured_replies(
-    fuzz_run: FuzzRun, verb: str, payload: bytes
-) -> None:
-    topic = f"stimd/{DEVICE_ID}/cmd/{OPERATOR}/{verb}"
-    await fuzz_run.send(topic, payload)
+def payload_test(examples: int) -> Any:
+    @settings(FUZZ_SETTINGS, max_examples=examples)
+    @given(verb=verbs, payload=raw_payloads)
+    async def test(fuzz_run: FuzzRun, verb: str, payload: bytes) -> None:
+        await fuzz_run.send(f"stimd/{DEVICE_ID}/cmd/{OPERATOR}/{verb}", payload)
+
+    return test
+
+
+test_fuzzed_payloads_get_structured_replies = payload_test(EXAMPLES)
+test_soak_fuzzed_payloads = pytest.mark.soak(
+    pytest.mark.timeout(SOAK_TIMEOUT_S)(payload_test(SOAK_EXAMPLES)))
 
 
 # Levels the broker passes on: MQTT forbids control characters and non-characters in
@@ -230,13 +235,19 @@ topic_levels = st.lists(
 )
 
 
-@FUZZ_SETTINGS.__class__(FUZZ_SETTINGS, max_examples=TOPIC_EXAMPLES)
-@given(levels=topic_levels)
-async def test_fuzzed_topic_levels_are_unknown_verbs(
-    fuzz_run: FuzzRun, levels: list[str]
-) -> None:
-    topic = "/".join([f"stimd/{DEVICE_ID}/cmd/{OPERATOR}", *levels])
-    payload = json.dumps({"id": f"topic-{fuzz_run.sent}"}).encode()
-    code = await fuzz_run.send(topic, payload)
-    if "/".join(levels) not in {v.value for v in Verb}:
-        assert code == "UNKNOWN_VERB", f"{topic!r} answered {code}"
+def topic_test(examples: int) -> Any:
+    @settings(FUZZ_SETTINGS, max_examples=examples)
+    @given(levels=topic_levels)
+    async def test(fuzz_run: FuzzRun, levels: list[str]) -> None:
+        topic = "/".join([f"stimd/{DEVICE_ID}/cmd/{OPERATOR}", *levels])
+        payload = json.dumps({"id": f"topic-{fuzz_run.sent}"}).encode()
+        code = await fuzz_run.send(topic, payload)
+        if "/".join(levels) not in {v.value for v in Verb}:
+            assert code == "UNKNOWN_VERB", f"{topic!r} answered {code}"
+
+    return test
+
+
+test_fuzzed_topic_levels_are_unknown_verbs = topic_test(TOPIC_EXAMPLES)
+test_soak_fuzzed_topic_levels = pytest.mark.soak(
+    pytest.mark.timeout(SOAK_TIMEOUT_S)(topic_test(SOAK_TOPIC_EXAMPLES)))

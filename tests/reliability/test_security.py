@@ -11,15 +11,18 @@ import json
 import re
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .judge import PATIENT_REF, TRAIN_PULSES, load_fields
+from .judge import FAULT_PROTOCOL, PATIENT_REF, TRAIN_PULSES, load_fields
 from .results import write_result
 from .stack import (
     OTHER_OPERATOR,
     Operator,
+    Seen,
     Stack,
     operator_client,
     running_stack,
@@ -32,7 +35,14 @@ pytestmark = pytest.mark.e2e
 #: a loaded 2-core box (a stop normally answers in tens of ms); starvation would be
 #: seconds to forever.
 STOP_BOUND_S = 5.0
+#: Long enough (about 19 s) that the stop lands inside the session whatever the flood.
+LONG_PROTOCOL = {**FAULT_PROTOCOL, "rtms": {**FAULT_PROTOCOL["rtms"], "trains": 10}}
 FLOOD = 400
+BACKLOG = 2000
+
+
+def is_topic(topic: str, seen: Seen) -> bool:
+    return seen.topic == topic
 
 
 async def test_stop_supersedes_arming_commands_queued_before_it(tmp_path: Path) -> None:
@@ -45,10 +55,10 @@ async def test_stop_supersedes_arming_commands_queued_before_it(tmp_path: Path) 
             await op.publish(command_id.split("-")[0], {"id": command_id})
         await asyncio.sleep(0.2)  # start-1 is arming, the others wait in the queue
         halt = await op.command("stop")
-        replies = {}
+        replies: dict[str, Any] = {}
         for command_id in ("start-1", "start-2", "resume-1", "arm-1"):
             topic = f"stimd/dev01/reply/tech-alice/{command_id}"
-            replies[command_id] = (await op.wait_for(lambda s, t=topic: s.topic == t)).payload
+            replies[command_id] = (await op.wait_for(partial(is_topic, topic))).payload
         fired = await stack.settled_pulse_count()
         state = (await op.command("resync"))["result"]["state"]
         armed = (await stack.sim.astate())["armed"]
@@ -67,6 +77,23 @@ async def test_stop_supersedes_arming_commands_queued_before_it(tmp_path: Path) 
     assert state in ("LOADED", "IDLE")
 
 
+async def flood(op: Operator, count: int, prefix: str) -> None:
+    """``count`` valid load commands from ``op``, as fast as the broker takes them."""
+    body = json.dumps(load_fields())[1:]
+    for index in range(count):
+        await op.publish("load", f'{{"id": "{prefix}-{index}", {body}'.encode())
+
+
+def reply_codes(op: Operator, marker: str) -> dict[str, int]:
+    codes: dict[str, int] = {}
+    for seen in op.seen:
+        if "/reply/" in seen.topic and marker in seen.topic:
+            reply = seen.payload
+            code = "ok" if reply["ok"] else reply["error"]["code"]
+            codes[code] = codes.get(code, 0) + 1
+    return codes
+
+
 async def test_flood_from_one_operator_starves_no_stop_grows_nothing_and_logs_no_secrets(
     tmp_path: Path,
 ) -> None:
@@ -74,43 +101,32 @@ async def test_flood_from_one_operator_starves_no_stop_grows_nothing_and_logs_no
             operator_client(stack.broker) as alice, \
             operator_client(stack.broker, OTHER_OPERATOR) as bob:
         await alice.wait_online()
-        loaded = await alice.command("load", **load_fields())
+        rss_before = rss_kb(stack.daemon.pid)
+        loaded = await alice.command("load", **load_fields(LONG_PROTOCOL))
         assert loaded["ok"], loaded
         assert (await alice.command("start"))["ok"]
         await stack.wait_pulses(TRAIN_PULSES // 2)
-        rss_before = rss_kb(stack.daemon.pid)
-        payload = json.dumps(load_fields())
-
-        async def flood() -> None:
-            for index in range(FLOOD):
-                await alice.publish("load", f'{{"id": "flood-{index}", {payload[1:]}'
-                                    .encode())
-
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(flood(), name="alice-flood")
-            await asyncio.sleep(0.1)
+            tg.create_task(flood(alice, FLOOD, "flood"), name="alice-flood")
+            await asyncio.sleep(0.2)
             sent = time.monotonic()
-            stop = await bob.command("stop")
+            stop = await bob.command("stop", within_s=30)
             stop_s = time.monotonic() - sent
-        fired_at_stop = await stack.settled_pulse_count()
+            fired_by_stop = stack.pulse_count()
+        fired = await stack.settled_pulse_count()
         await quiet(alice, "/flood-")
         rss_after = rss_kb(stack.daemon.pid)
-        codes: dict[str, int] = {}
-        for seen in alice.seen:
-            if "/reply/" in seen.topic and "/flood-" in seen.topic:
-                reply = seen.payload
-                code = "ok" if reply["ok"] else reply["error"]["code"]
-                codes[code] = codes.get(code, 0) + 1
+        codes = reply_codes(alice, "/flood-")
         state = (await bob.command("resync"))["result"]["state"]
         leaks = secrets_in_log(stack)
     write_result("security-rate_limit_flood", {
         "passed": stop["ok"] and stop_s <= STOP_BOUND_S
-        and rss_after - rss_before <= MAX_RSS_GROWTH_KB,
-        "summary": f"{FLOOD} loads from tech-alice during a session; tech-bob's stop answered "
-                   f"in {stop_s:.3f} s (ok={stop['ok']}); alice's replies {codes} (the rest "
-                   f"dropped by the bounded reply queue); daemon RSS "
-                   f"{rss_before} → {rss_after} kB; pulses {fired_at_stop} (no more after the "
-                   f"stop); state {state}",
+        and fired - fired_by_stop <= TRAIN_PULSES and rss_after - rss_before <= MAX_RSS_GROWTH_KB,
+        "summary": f"{FLOOD} loads from tech-alice during a session, tech-bob's stop in the "
+                   f"middle: answered in {stop_s:.3f} s (ok={stop['ok']}), "
+                   f"{fired - fired_by_stop} pulses after it (the train in flight), state "
+                   f"{state}; alice's replies {codes} (refusals beyond the bounded reply queue "
+                   f"are dropped); daemon RSS {rss_before} → {rss_after} kB",
         "finished_at": time.time(),
     })
     write_result("security-log_hygiene", {
@@ -120,16 +136,48 @@ async def test_flood_from_one_operator_starves_no_stop_grows_nothing_and_logs_no
         "finished_at": time.time(),
     })
     assert stop["ok"], stop
-    assert stop_s <= STOP_BOUND_S, f"stop took {stop_s:.2f} s behind a flood"
+    assert stop_s <= STOP_BOUND_S, f"a stop took {stop_s:.2f} s behind a flood"
+    assert fired - fired_by_stop <= TRAIN_PULSES, "pulses beyond the train in flight"
     # alice's valid loads still waiting after the stop may load a new plan: never run it
     assert state in ("ABORTED", "LOADED"), state
     assert codes.get("RATE_LIMITED", 0) > 0, codes
-    # Refusals beyond the bounded reply queue are dropped by design (memory stays bounded
-    # and a repeat of the id is answered); every reply that does go out is structured.
-    assert set(codes) <= {"ok", "WRONG_STATE", "RATE_LIMITED", "REJECTED_BY_SAFETY"}, codes
-    assert fired_at_stop <= 2 * TRAIN_PULSES
+    # every reply that does go out is structured and one of the expected refusals
+    assert set(codes) <= {"ok", "WRONG_STATE", "RATE_LIMITED"}, codes
     assert rss_after - rss_before <= MAX_RSS_GROWTH_KB
     assert not leaks, leaks
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect: the daemon reads one MQTT packet per event-loop iteration (aiomqtt/paho "
+    "loop_read), so a flood published faster than that fills the broker's queue for the "
+    "daemon (max_queued_messages) and mosquitto drops what comes next, another operator's "
+    "stop included. Proposed fix: a dedicated broker connection for cmd/+/stop."
+))
+async def test_stop_from_another_operator_survives_a_flood_backlog(tmp_path: Path) -> None:
+    """The whole flood is at the broker before the stop: the stop must still get through."""
+    async with running_stack(tmp_path / "stack") as stack, \
+            operator_client(stack.broker) as alice, \
+            operator_client(stack.broker, OTHER_OPERATOR) as bob:
+        await alice.wait_online()
+        loaded = await alice.command("load", **load_fields(LONG_PROTOCOL))
+        assert loaded["ok"], loaded
+        await flood(alice, BACKLOG, "backlog")
+        sent = time.monotonic()
+        try:
+            stop = await bob.command("stop", within_s=STOP_BOUND_S)
+        except TimeoutError:
+            stop = {"ok": False, "error": "no reply"}
+        stop_s = time.monotonic() - sent
+        dropped = "Outgoing messages are being dropped" in stack.broker.log_tail(2000)
+    write_result("security-flood_backlog_stop", {
+        "passed": bool(stop["ok"]),
+        "summary": f"{BACKLOG} loads from tech-alice at the broker, then tech-bob's stop: "
+                   + (f"answered in {stop_s:.3f} s" if stop["ok"] else
+                      f"NOT answered within {STOP_BOUND_S} s (broker dropped messages for "
+                      f"the daemon: {dropped}) — known defect, see test_security.py"),
+        "finished_at": time.time(),
+    })
+    assert stop["ok"], stop
 
 
 async def quiet(op: Operator, marker: str, quiet_s: float = 1.0, within_s: float = 30.0) -> None:
@@ -196,6 +244,22 @@ def example_tls_listener(port: int, ca: Path, cert: Path, key: Path) -> str:
     return re.sub(r"^cafile .*$", f"cafile {ca}", block, flags=re.MULTILINE)
 
 
+def refusal_logged(log: str) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" in log or "certificate verify failed" in log
+
+
+async def refused_certificate(stack: Stack, within_s: float = 20.0) -> None:
+    """Wait until the daemon logged that it refused the broker's certificate."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:  # a log file to poll: there is no event to wait on
+        if refusal_logged(stack.daemon.log_text()):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise TimeoutError(f"no certificate refusal in the daemon log within {within_s} s")
+    await asyncio.sleep(0.5)  # had it connected anyway, its status would be out by now
+
+
 @pytest.mark.parametrize("trusted", [True, False], ids=["right-ca", "wrong-ca"])
 async def test_daemon_reaches_the_example_tls_listener_only_with_the_right_ca(
     tmp_path: Path, trusted: bool,
@@ -221,11 +285,16 @@ async def test_daemon_reaches_the_example_tls_listener_only_with_the_right_ca(
             stack.daemon.start()
             online = True
             try:
-                await op.wait_online(within_s=20 if trusted else 8)
+                if trusted:
+                    await op.wait_online(within_s=20)
+                else:
+                    await refused_certificate(stack)
+                    online = any(isinstance(s.payload, dict) and s.payload.get("online")
+                                 for s in op.seen)
             except TimeoutError:
                 online = False
         log = stack.daemon.log_text()
-    verified = "CERTIFICATE_VERIFY_FAILED" in log or "certificate verify failed" in log
+    verified = refusal_logged(log)
     write_result(f"security-tls_{'right' if trusted else 'wrong'}_ca", {
         "passed": online if trusted else (not online and verified),
         "summary": ("daemon connected through the example TLS listener with a generated CA: "

@@ -39,8 +39,10 @@ RAPID_V9_SESSION = [
     (b"x@G", b"x\x890\x00\x00\xce"),
     (b"n0050\xcc", b"n\x890\xd8"),           # charge delay 50 ms, v9: 4 bytes
     (b"o@P", b"o\x890050B"),
-    (b"^@a", b"^\x890\xe8"),                 # enhanced power on (status before)
-    (b"_@`", b"_\x891\xe6"),                 # off again: enhanced bit was set before
+    (b"^@a", b"^SN"),                        # enhanced power: not in rTMS mode
+    (b"[0000\xe4", b"[\x890\xeb"),           # back to single-pulse mode
+    (b"^@a", b"^\x898\xe0"),                 # enhanced power on (status before)
+    (b"_@`", b"_\x899\xde"),                 # off again: enhanced bit was set before
     (b"J@u", b"?"),                          # a Rapid has no J command
     (b"Zz", b"?"),                           # unknown command: a single '?'
     (b"EBx", b"E\x891"),                     # arm: status before (standby)
@@ -143,8 +145,6 @@ async def test_enhanced_power_allows_110_and_refuses_change_when_armed() -> None
         assert w.exchange(encode_command(b"@", b"110")) == b"@?\x80"
         w.exchange(b"^@a")
         assert w.exchange(encode_command(b"@", b"110"))[1] == 0x89
-        assert w.exchange(b"_@`") == b"_SM"     # leaving enhanced with 110 % set
-        w.exchange(encode_command(b"@", b"100"))
         w.exchange(b"EBx")
         assert w.exchange(b"_@`") == b"_SM"     # only in standby
 

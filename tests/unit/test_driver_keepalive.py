@@ -114,6 +114,36 @@ async def test_a_crashed_keepalive_is_reported() -> None:
     await keepalive.stop()
 
 
+async def test_a_caller_cancelled_while_stopping_stays_cancelled() -> None:
+    """A renewal can take a while to unwind (a command is always written whole); the
+    task that stops the keep-alive and is itself cancelled meanwhile must not carry on
+    as if nothing happened."""
+    device = Device()
+    unwinding = asyncio.Event()
+
+    async def slow_to_unwind() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            unwinding.set()
+            await asyncio.sleep(0.2)
+
+    keepalive = KeepAlive(
+        name="test unit", policy=FAST, renew=slow_to_unwind, last_renewal=lambda: 0.0,
+        may_be_armed=lambda: False, report=device.reports.append,
+    )
+    keepalive.start()
+    await asyncio.sleep(0.05)  # the renewal is under way
+    stopping = asyncio.create_task(keepalive.stop())
+    await unwinding.wait()
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert stopping.cancelled()
+    await keepalive.stop()
+    assert not keepalive.running
+
+
 @pytest.mark.parametrize(("armed", "idle", "gap"), [(0.0, 1.0, 0.75), (0.8, 1.0, 0.75),
                                                     (0.4, 0.2, 0.75)])
 def test_policy_rejects_inconsistent_periods(armed: float, idle: float, gap: float) -> None:

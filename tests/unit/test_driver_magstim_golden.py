@@ -19,12 +19,13 @@ from drivers.errors import (
     DeviceFault,
     DeviceRejected,
     DeviceTimeout,
+    DriverError,
     FramingError,
     IdentityMismatch,
     InvalidSetting,
     ReadbackMismatch,
 )
-from drivers.magstim.codec import InstrumentStatus, RapidStatus, with_checksum
+from drivers.magstim.codec import InstrumentStatus, RapidStatus, encode_command, with_checksum
 from drivers.magstim.driver import MagstimDriver
 from drivers.magstim.link import SENDABLE_COMMANDS
 from protocols.schedule import TrainSpec
@@ -285,4 +286,27 @@ async def test_unrepresentable_trains_are_rejected_before_sending(
     with pytest.raises(InvalidSetting, match=reason):
         await driver.configure_train(train)
     assert rapid_peer.received[before:] == []
+    await driver.close()
+
+
+async def test_unconfirmed_disarm_silences_the_keepalive_and_arming_is_then_refused(
+    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+) -> None:
+    """A unit still armed after the disarm command: the fault is reported, the
+    keep-alive stops (the unit's own ~1 s timeout disarms it), and the driver will not
+    arm again without a keep-alive."""
+    faults: list[DriverError] = []
+    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver.on_fault(faults.append)
+    await driver.connect()
+    rapid_peer.answer(b"\\@", reply(b"\\", REMOTE_ARMED_READY, RAPID_IDLE,
+                                    data=b"000" b"0010" b"00001" b"0000" b"0005"))
+    await driver.disarm()  # never raises
+    assert [type(f) for f in faults] == [DeviceFault]
+    assert "still armed after the disarm command" in faults[0].reason
+    await driver.configure_train(TrainSpec(0, 0, 1, 100_000, 1, 1, 100_000, 0))
+    before = len(rapid_peer.received)
+    with pytest.raises(DeviceFault, match="refusing to arm without a running keep-alive"):
+        await driver.arm()
+    assert encode_command(b"E", b"B") not in rapid_peer.received[before:]
     await driver.close()

@@ -173,13 +173,14 @@ def test_unparseable_topics_are_ignored() -> None:
 
 def test_link_loss_drops_ordinary_commands_and_keeps_stops() -> None:
     svc = service(Clock())
-    svc.admit(*cmd("start", id="go"), None)
+    # (an unload: a stop itself supersedes a waiting start, see test_stop_supersedes_*)
+    svc.admit(*cmd("unload", id="go"), None)
     svc.admit(*cmd("stop", id="halt"), None)
     svc._link_lost("test")
     assert len(svc._lanes[Lane.ORDINARY]) == 0
     assert len(svc._lanes[Lane.STOP]) == 1
     # the dropped id is free again: a retry after the reconnect is executed, not refused
-    assert svc.admit(*cmd("start", id="go"), None) is None
+    assert svc.admit(*cmd("unload", id="go"), None) is None
 
 
 async def test_repeat_after_execution_gets_the_stored_reply() -> None:
@@ -202,3 +203,17 @@ async def test_outbox_sends_results_before_refusals_and_bounds_each() -> None:
     assert outbox.put("alice", "result-1", first=True) is None
     assert [await outbox.get() for _ in range(3)] == ["result-1", "refused-1", "refused-2"]
     assert outbox.drain() == []
+
+
+def test_stop_supersedes_waiting_arming_commands_and_keeps_the_rest() -> None:
+    svc = service(Clock())
+    for verb, command_id in (("start", "s1"), ("heartbeat", "h1"), ("resume", "r1"),
+                             ("arm", "a1")):
+        assert svc.admit(*cmd(verb, id=command_id), None) is None
+    assert svc.admit(*cmd("stop", id="halt"), None) is None
+    assert [p.command.id for p in queued(svc, Lane.ORDINARY)] == ["h1"]
+    # each superseded command is answered once, and a repeat of its id is not executed
+    repeat = svc.admit(*cmd("start", id="s1"), None)
+    assert repeat is not None and repeat.reply.error is not None
+    assert repeat.reply.error.code.value == "WRONG_STATE"
+    assert "was still waiting when stop 'halt' from 'alice' arrived" in repeat.reply.error.message

@@ -160,3 +160,42 @@ async def test_handle_without_descriptor_gets_a_reader_thread() -> None:
         await transport.close()
     with pytest.raises(LinkLost, match="closed"):
         await transport.write(b"x", 0.5)
+
+
+async def test_a_cancelled_write_finishes_before_the_cancellation_propagates(
+    pty_pair: tuple[int, str], pty_transport: Transport
+) -> None:
+    """What the device sees: the whole command or none of it, never a fragment.
+
+    Nobody reads the master at first, so the pty's buffer fills and the write blocks
+    part-way; the caller is cancelled there. Once the device side reads again, every
+    byte must arrive, and only then does the caller see its cancellation.
+    """
+    master, _ = pty_pair
+    command = bytes(range(256)) * 1024  # far more than a pty buffers
+    writing = asyncio.create_task(pty_transport.write(command, 5.0))
+    await asyncio.sleep(0.1)
+    assert not writing.done()  # blocked on the full buffer
+    writing.cancel()
+    await asyncio.sleep(0.05)
+    assert not writing.done()  # still finishing the command, not abandoning it
+    received = bytearray()
+    os.set_blocking(master, False)
+    async with asyncio.timeout(5.0):
+        while len(received) < len(command):
+            with contextlib.suppress(BlockingIOError):
+                received += os.read(master, 65536)
+            await asyncio.sleep(0)
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    assert bytes(received) == command
+
+
+async def test_bytes_received_counts_consumed_and_buffered_input(
+    pty_pair: tuple[int, str], pty_transport: Transport
+) -> None:
+    before = pty_transport.bytes_received
+    os.write(pty_pair[0], b"abcde")
+    assert await pty_transport.read_exactly(2, 1.0) == b"ab"
+    assert pty_transport.bytes_received - before == 5
+    assert pty_transport.last_arrival_at is not None
