@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class DriverError(Exception):
     """Base of every error a driver raises; ``reason`` is what the technician sees."""
@@ -37,10 +39,26 @@ class DeviceRejected(DriverError):
     code = "DEVICE_REJECTED"
 
 
+class DeviceCondition(StrEnum):
+    """What a ``DeviceFault`` found, machine-readable, so a trip names the real cause
+    ("coil removed") whichever exchange happened to see it first."""
+
+    DEVICE_ERROR = "device_error"
+    DEVICE_DISARMED = "device_disarmed"
+    COIL_NOT_PRESENT = "coil_not_present"
+    COIL_OVER_TEMPERATURE = "coil_over_temperature"
+
+
 class DeviceFault(DriverError):
-    """The device reports an error condition (error bit, error code)."""
+    """The device reports an error condition; ``condition`` says which."""
 
     code = "DEVICE_FAULT"
+
+    def __init__(
+        self, reason: str, condition: DeviceCondition = DeviceCondition.DEVICE_ERROR
+    ) -> None:
+        super().__init__(reason)
+        self.condition = condition
 
 
 class KeepAliveGap(DriverError):

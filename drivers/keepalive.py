@@ -69,6 +69,7 @@ class KeepAlive:
         self._may_be_armed = may_be_armed
         self._report = report
         self._wake = asyncio.Event()
+        self._armed_wake = asyncio.Event()   # wakes an idle watchdog when arming starts
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -84,6 +85,7 @@ class KeepAlive:
     def nudge(self) -> None:
         """Re-evaluate the period now: call when the device may have become armed."""
         self._wake.set()
+        self._armed_wake.set()
 
     async def stop(self) -> None:
         """Stop renewing (the device's own timeout then takes over). Idempotent."""
@@ -141,6 +143,14 @@ class KeepAlive:
     async def _watch_loop(self) -> None:
         reported_for: float | None = None
         while True:
+            if not self._may_be_armed():
+                # nothing to watch while disarmed: sleep until arming starts (``nudge``)
+                # rather than waking 20 times a second for nothing
+                self._armed_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._policy.idle_period_s):
+                        await self._armed_wake.wait()
+                continue
             await asyncio.sleep(_WATCH_INTERVAL_S)
             if not self._may_be_armed():
                 continue

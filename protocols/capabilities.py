@@ -145,6 +145,17 @@ class DeviceCapabilities:
     min_inter_train_gap_s: float       # the unit's own minimum between trains
     mains_voltage: MainsVoltage | None
     energy_model: RapidEnergyModel | None   # Rapid family only
+    # Power-dependent recharge after a single pulse: (highest %MSO of the band, seconds),
+    # ascending. The 200² needs 2 s up to 49 %, 3 s up to 79 %, 4 s above (Magstim,
+    # via MagPy/MAGIC); empty where the flat single-pulse limit already covers it.
+    single_pulse_recharge_s: tuple[tuple[int, float], ...] = ()
+
+    def min_single_pulse_interval_at(self, pct_mso: int) -> float:
+        """The shortest interval between single pulses at this power."""
+        for highest_pct, seconds in self.single_pulse_recharge_s:
+            if pct_mso <= highest_pct:
+                return max(self.min_single_pulse_interval_s, seconds)
+        return self.min_single_pulse_interval_s
 
     def max_frequency_at(self, pct_mso: int) -> float:
         """The frequency-dependent ceiling at this power (the Rapid table where it applies)."""
@@ -192,10 +203,11 @@ def device_profile(model: str, mains_voltage: int | None = None) -> DeviceCapabi
     if model == "magstim-200":
         return DeviceCapabilities(
             model=model, vendor="magstim", display_name="Magstim 200²",
-            max_output_pct_mso=100, max_frequency_hz=1.0, supports_trains=False,
+            max_output_pct_mso=100, max_frequency_hz=0.5, supports_trains=False,
             supports_bursts=False, max_burst_pulses=1, max_pulses_per_train=1,
-            min_single_pulse_interval_s=1.0, min_inter_train_gap_s=1.0,
+            min_single_pulse_interval_s=2.0, min_inter_train_gap_s=2.0,
             mains_voltage=volts_opt, energy_model=None,
+            single_pulse_recharge_s=((49, 2.0), (79, 3.0), (100, 4.0)),
         )
     if model == "magstim-bistim":
         return DeviceCapabilities(

@@ -406,11 +406,13 @@ def _device_checks(p: _Prescription) -> list[Check]:
                 Fraction(timing.iti_us, MICROSECONDS_PER_S),
                 device.min_inter_train_gap_s, unit=" s", why="the device's own minimum"))
     if kind == "single" and timing.iti_us is not None:
+        # Unknown power (a rejected MT) falls back to the strictest band.
+        at_pct = p.pct_mso if power_known else device.max_output_pct_mso
         found.append(_at_least(
             codes.DEVICE_SINGLE_INTERVAL, source, "single-pulse interval",
             Fraction(timing.pulse_interval_us, MICROSECONDS_PER_S),
-            device.min_single_pulse_interval_s, unit=" s",
-            why="the device's single-pulse rate limit"))
+            device.min_single_pulse_interval_at(at_pct), unit=" s",
+            why=f"the device's single-pulse recharge time at {at_pct} %MSO"))
     energy = device.energy_model
     if energy is not None and kind == "rtms" and power_known:
         frequency = float(timing.nominal_frequency_hz)

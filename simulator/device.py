@@ -40,19 +40,15 @@ class DeviceTiming:
     single_recharge_s: Callable[[int, bool], float]  # (power %MSO, enhanced) → seconds
 
 
-def _magstim_200_recharge(power: int, enhanced: bool) -> float:
-    return 2.0 if power <= 49 else 3.0 if power <= 79 else 4.0
-
-
 def timing_for(capabilities: DeviceCapabilities) -> DeviceTiming:
     if capabilities.vendor == "magventure":
         interval = 1.0 / capabilities.max_frequency_hz
         return DeviceTiming(None, None, lambda _p, _e: interval)
-    if capabilities.model == "magstim-200":
-        return DeviceTiming(KEEPALIVE_S, ARMED_IDLE_LIMIT_S, _magstim_200_recharge)
-    base = capabilities.min_single_pulse_interval_s
+    recharge = capabilities.min_single_pulse_interval_at
     return DeviceTiming(
-        KEEPALIVE_S, ARMED_IDLE_LIMIT_S, lambda _p, enhanced: base * 2 if enhanced else base
+        KEEPALIVE_S,
+        ARMED_IDLE_LIMIT_S,
+        lambda power, enhanced: recharge(min(power, 100)) * (2 if enhanced else 1),
     )
 
 

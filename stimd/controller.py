@@ -55,12 +55,14 @@ from stimd.interlocks import (
 )
 from stimd.record import RecordError, SessionRecord
 from stimd.scheduler import (
-    earliest_onset_ns,
+    FiredTrain,
+    earliest_fire_ns,
     monotonic_ns,
     remaining_us,
     shifted_anchor_ns,
     train_end_bound_ns,
     wait_until,
+    wait_until_exactly,
 )
 from stimd.states import (
     ACTIVE_STATES,
@@ -90,6 +92,9 @@ _CLOSE_TIMEOUT_S = 3.0
 # Magstim arming takes ~1 s plus recharge; the driver returns when the unit is ready.
 _ARM_TIMEOUT_S = 10.0
 _PRESENCE_TICK_S = 0.1
+#: Status poll periods beyond ``status_poll_interval_s`` (see ``_poll_interval_s``).
+TRAIN_POLL_S = 2.0
+IDLE_POLL_S = 3.0
 #: The work before a train — interlocks (one status read, ≈ 40 ms at 9600 baud on a
 #: Rapid), configuring, the write-ahead intent — is done this long before its onset, so
 #: the fire command leaves on time. Below the keep-alive's 0.4 s armed period: the
@@ -148,8 +153,8 @@ class ActiveSession:
     responsible: str = ""
     next_index: int = 0
     pulses_delivered: int = 0
-    last_train: TrainSpec | None = None
-    last_end_ns: int | None = None
+    #: the train fired last: its fire time and end bound set the next one's earliest
+    last_fired: FiredTrain | None = None
     ended: bool = False
 
     def __post_init__(self) -> None:
@@ -698,8 +703,12 @@ class SessionController:
             ))
         else:
             results.append(self._planner.daily_budget(remaining, already))
+        seq_before, generation_before = self._state_seq, self._device_ops_generation
         status = await driver.read_status()
         self._status = status
+        # the poller stays off the line before a train: this reading is supervised too
+        self._supervise(status, StatusLimits(coil_trip_c=self._thermal_limits.trip_c),
+                        stable=self._armed_bit_is_stable(seq_before, generation_before))
         results.append(coil_present(status))
         results.append(
             coil_temperature(status, self._thermal.predicted_rise_c(train), self._thermal_limits)
@@ -753,9 +762,7 @@ class SessionController:
         try:
             while session.next_index < len(schedule.trains):
                 train = schedule.trains[session.next_index]
-                onset = earliest_onset_ns(
-                    train, session.anchor_ns, session.last_train, session.last_end_ns, caps
-                )
+                onset = earliest_fire_ns(train, session.anchor_ns, session.last_fired, caps)
                 self._next_fire_ns = onset
                 # the device work before a train (interlock read, configuration) is done
                 # ahead of its onset, so the fire command leaves on time
@@ -827,11 +834,13 @@ class SessionController:
             session.session_id, train.index, train.onset_us, train.pulses
         )   # write-ahead: durable before the fire command leaves
         # committed: only a stop or a trip (the abort event) keeps this train from firing
-        await wait_until(onset_ns, self._abort)
+        await wait_until_exactly(onset_ns, self._abort)
         if self._must_leave():
             return False
         self._in_train = True
         try:
+            # the fire command's measurement point, the same for every train: the next
+            # fire keeps the plan's onset spacing from it (scheduler.earliest_fire_ns)
             fired_ns = monotonic_ns()
             await driver.fire_train()
             replied_ns = monotonic_ns()
@@ -849,13 +858,16 @@ class SessionController:
             # one reading after the train's nominal end: the coil temperature for the
             # thermal model, and whether the device still runs the train
             status = await driver.read_status()
+            read_ns = monotonic_ns()
             ran_long = status.train_running
             reported = await driver.wait_train_complete(
                 self._config.supervisor.train_end_margin_s
             )
-            # still running past its nominal end: the device's word is the end
+            # the device's word on when it finished: by the reading that said so (a unit
+            # may acknowledge a fire command before its first pulse, so the reply alone
+            # does not bound the end)
             end_ns = train_end_bound_ns(
-                replied_ns, train, monotonic_ns() if ran_long else None
+                replied_ns, train, monotonic_ns() if ran_long else read_ns
             )
         finally:
             self._in_train = False
@@ -866,8 +878,7 @@ class SessionController:
         )
         session.pulses_delivered += delivered
         session.next_index = train.index + 1
-        session.last_train = train
-        session.last_end_ns = end_ns
+        session.last_fired = FiredTrain(train, fired_ns, end_ns)
         self._emit("train_completed", {
             "session_id": session.session_id, "train": train.index,
             "pulses_delivered": delivered, "session_pulses_delivered": session.pulses_delivered,
@@ -981,11 +992,24 @@ class SessionController:
                 self.supervisor.trip_soon(TripCode.UNEXPECTED_EXCEPTION, repr(exc))
             await asyncio.sleep(self._config.supervisor.status_poll_interval_s)
 
+    def _poll_interval_s(self) -> float:
+        """How often the poller reads the device: as often as safety needs in this state.
+
+        Armed, running between trains, or paused: ``status_poll_interval_s``. During a
+        train every ``TRAIN_POLL_S`` (the driver's keep-alive meanwhile checks the status
+        byte of every renewal — error bit, armed — at least every 0.4 s, and the line
+        stays free for a stop). Disarmed (IDLE, LOADED, COMPLETED, ABORTED) every
+        ``IDLE_POLL_S``: nothing can fire, and arming reads the device itself first.
+        """
+        base = self._config.supervisor.status_poll_interval_s
+        if self._state in ACTIVE_STATES:
+            return max(base, TRAIN_POLL_S) if self._in_train else base
+        return max(base, IDLE_POLL_S)
+
     async def _poll_device(self) -> None:
         limits = StatusLimits(coil_trip_c=self._config.supervisor.coil_trip_c)
-        interval = self._config.supervisor.status_poll_interval_s
         while True:
-            await asyncio.sleep(interval)
+            await self._sleep_until_next_poll()
             driver = self._driver
             if driver is None or self._state in (S.CONNECTING, S.FAULT):
                 continue
@@ -1001,15 +1025,31 @@ class SessionController:
             if driver is not self._driver or self.supervisor.inhibited or self._shutting_down:
                 continue
             self._status = status
-            stable = self._armed_bit_is_stable(seq_before, generation_before)
-            anomaly = status_anomaly(
-                status, limits,
-                device_should_be_armed=stable and self._state in (S.ARMED, S.RUNNING),
-                session_active=self._state in ACTIVE_STATES,
-            )
-            if anomaly is not None:
-                self.supervisor.trip_soon(*anomaly)
+            self._supervise(status, limits,
+                            stable=self._armed_bit_is_stable(seq_before, generation_before))
             self._publish_state()
+
+    def _supervise(self, status: DeviceStatus, limits: StatusLimits, *, stable: bool) -> None:
+        """Trip on an anomaly in a reading, whoever read it (poller or runner)."""
+        anomaly = status_anomaly(
+            status, limits,
+            device_should_be_armed=stable and self._state in (S.ARMED, S.RUNNING),
+            session_active=self._state in ACTIVE_STATES,
+        )
+        if anomaly is not None:
+            self.supervisor.trip_soon(*anomaly)
+
+    async def _sleep_until_next_poll(self) -> None:
+        """Sleep one poll interval. While a session is active, look again every
+        ``status_poll_interval_s`` whether the interval shrank (the train ended)."""
+        started = time.monotonic()
+        while True:
+            left = self._poll_interval_s() - (time.monotonic() - started)
+            if left <= 0:
+                return
+            if self._state in ACTIVE_STATES:
+                left = min(left, self._config.supervisor.status_poll_interval_s)
+            await asyncio.sleep(left)
 
     def _fire_is_near(self) -> bool:
         """A fire command is due soon: a poll now could hold the line when it must leave."""
@@ -1021,7 +1061,9 @@ class SessionController:
     async def _watch_presence(self) -> None:
         """Pause a silent operator's session; disarm a device left armed without a start."""
         while True:
-            await asyncio.sleep(_PRESENCE_TICK_S)
+            # fast only while a silent operator must pause a running session; the armed
+            # idle limit (45 s) needs no better than a second
+            await asyncio.sleep(_PRESENCE_TICK_S if self._state is S.RUNNING else 1.0)
             session = self._session
             if (self._state is S.ARMED and self._tg is not None and not self._disarm_pending
                     and time.monotonic() - self._state_since > ARMED_IDLE_LIMIT_S):

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from drivers.base import DeviceStatus
-from drivers.errors import DriverError
+from drivers.errors import DeviceCondition, DeviceFault, DriverError
 
 log = structlog.get_logger("stimd.supervisor")
 
@@ -55,14 +55,25 @@ _DRIVER_CODES: dict[str, TripCode] = {
     "DEVICE_TIMEOUT": TripCode.DEVICE_TIMEOUT,
     "FRAMING_ERROR": TripCode.FRAMING_ERROR,
     "DEVICE_REJECTED": TripCode.DEVICE_REJECTED,
-    "DEVICE_FAULT": TripCode.DEVICE_ERROR,
     "KEEPALIVE_GAP": TripCode.KEEPALIVE_GAP,
     "IDENTITY_MISMATCH": TripCode.IDENTITY_MISMATCH,
     "READBACK_MISMATCH": TripCode.READBACK_MISMATCH,
 }
 
 
+_DEVICE_CONDITIONS: dict[DeviceCondition, TripCode] = {
+    DeviceCondition.DEVICE_ERROR: TripCode.DEVICE_ERROR,
+    DeviceCondition.DEVICE_DISARMED: TripCode.DEVICE_DISARMED,
+    DeviceCondition.COIL_NOT_PRESENT: TripCode.COIL_NOT_PRESENT,
+    DeviceCondition.COIL_OVER_TEMPERATURE: TripCode.COIL_OVER_TEMPERATURE,
+}
+
+
 def trip_code_for(error: DriverError) -> TripCode:
+    """The trip code naming the real cause: a device fault by the condition the driver
+    found (the same code a status poll would give), any other error by its kind."""
+    if isinstance(error, DeviceFault):
+        return _DEVICE_CONDITIONS[error.condition]
     return _DRIVER_CODES.get(error.code, TripCode.DRIVER_ERROR)
 
 
@@ -123,6 +134,7 @@ class SafetySupervisor:
         disarm_timeout_s: float,
         stall_threshold_s: float,
         tick_s: float = 0.05,
+        idle_tick_s: float = 0.5,
     ) -> None:
         self._disarm = disarm
         self._latch = latch
@@ -130,6 +142,7 @@ class SafetySupervisor:
         self._disarm_timeout_s = disarm_timeout_s
         self._stall_threshold_s = stall_threshold_s
         self._tick_s = tick_s
+        self._idle_tick_s = idle_tick_s
         self._cause: TripCause | None = None
         self._inhibited = False
         self._pending: asyncio.Queue[TripCause] = asyncio.Queue()
@@ -223,10 +236,17 @@ class SafetySupervisor:
             await self._trip(cause)
 
     async def _watch_loop(self) -> None:
-        """Measure how late the loop wakes us; a stall while it matters is an anomaly."""
+        """Measure how late the loop wakes us; a stall while it matters is an anomaly.
+
+        The tick is fast only while a stall matters (a session is active); otherwise it
+        ticks at ``idle_tick_s``, which still proves the loop alive to the systemd
+        watchdog (pinged every half ``WatchdogSec``, 2.5 s) and still measures a stall
+        when it happens: the lag is how late the wake-up came, whatever the tick.
+        """
         while True:
-            expected = time.monotonic() + self._tick_s
-            await asyncio.sleep(self._tick_s)
+            tick = self._tick_s if self._stall_matters() else self._idle_tick_s
+            expected = time.monotonic() + tick
+            await asyncio.sleep(tick)
             now = time.monotonic()
             self._last_tick = now
             lag = now - expected

@@ -10,8 +10,9 @@ Safety decisions made here:
 - parameters are read back after setting and again before arming; a difference is a
   ``ReadbackMismatch`` and the unit is not armed;
 - the keep-alive renews every 0.4 s while the unit may be armed and every 1 s
-  otherwise; a renewal that finds the unit disarmed behind our back, or its error bit
-  set, is reported as ``DeviceFault``;
+  otherwise; a renewal that finds its error bit set, or, while armed, the coil gone or
+  too hot or the unit disarmed behind our back, is reported as ``DeviceFault`` whose
+  ``condition`` names which;
 - ``disarm`` never raises: when it cannot confirm the unit is disarmed it reports the
   fault and *stops the keep-alive*, so the unit's own ~1 s remote-control timeout
   disarms it (the device stops on its own when the host goes silent).
@@ -29,6 +30,7 @@ from protocols.schedule import TrainSpec
 
 from ..base import DeviceIdentity, DeviceStatus
 from ..errors import (
+    DeviceCondition,
     DeviceFault,
     DeviceRejected,
     DeviceTimeout,
@@ -129,6 +131,7 @@ class MagstimDriver(SerialStimulator[MagstimLink]):
         self._expected_power: int | None = None
         self._fired_at: float | None = None
         self._fired_span_s = 0.0
+        self._last_snapshot: _Snapshot | None = None
 
     @property
     def software_version(self) -> Version | None:
@@ -195,18 +198,45 @@ class MagstimDriver(SerialStimulator[MagstimLink]):
         )
 
     # -- queries -------------------------------------------------------------------
-    async def _snapshot(self) -> _Snapshot:
+    async def _snapshot(self, *, urgent: bool = False) -> _Snapshot:
         link = self._require_link()
         if self._version is not None:
             reply = await link.exchange(
-                b"\\", b"@", rapid_parameters_reply_length(self._version)
+                b"\\", b"@", rapid_parameters_reply_length(self._version), urgent=urgent
             )
             rapid, single = RapidParameters.parse(reply.data, self._version), None
         else:
-            reply = await link.exchange(b"J", b"@", FIXED_REPLY_LENGTHS[b"J"])
+            reply = await link.exchange(b"J", b"@", FIXED_REPLY_LENGTHS[b"J"], urgent=urgent)
             rapid, single = None, SingleParameters.parse(reply.data)
-        temperature = await link.exchange(b"F", b"@", FIXED_REPLY_LENGTHS[b"F"])
-        return _Snapshot(reply, rapid, single, parse_coil_temperatures(temperature.data))
+        temperature = await link.exchange(
+            b"F", b"@", FIXED_REPLY_LENGTHS[b"F"], urgent=urgent
+        )
+        snapshot = _Snapshot(reply, rapid, single, parse_coil_temperatures(temperature.data))
+        self._last_snapshot = snapshot
+        return snapshot
+
+    async def _snapshot_during_train(self, last: _Snapshot) -> _Snapshot:
+        """While a fired train runs: the temperatures only (12 bytes on the line, not 40).
+
+        The unit refuses parameter changes while a train runs, so the parameters read
+        before it still hold; the temperature reply carries a fresh instrument status
+        byte (armed, ready, error, coil present), which replaces the old one.
+        """
+        temperature = await self._require_link().exchange(
+            b"F", b"@", FIXED_REPLY_LENGTHS[b"F"]
+        )
+        parameters = MagstimReply(
+            last.parameters.command, temperature.instrument, last.parameters.rapid,
+            last.parameters.data,
+        )
+        return _Snapshot(parameters, last.rapid_parameters, last.single_parameters,
+                         parse_coil_temperatures(temperature.data))
+
+    def _train_in_span(self) -> bool:
+        """A fired train is still within its span (the unit times it, ``fire_train``'s
+        reply said it started): nothing but temperature and status can change."""
+        fired_at = self._fired_at
+        return fired_at is not None and time.monotonic() < fired_at + self._fired_span_s
 
     async def _error_code(self) -> str | None:
         if self._version is None:
@@ -223,7 +253,15 @@ class MagstimDriver(SerialStimulator[MagstimLink]):
             )
 
     async def read_status(self) -> DeviceStatus:
-        snapshot = await self._snapshot()
+        """Everything ``DeviceStatus`` holds. While a fired train is within its span the
+        parameters are not read again (see ``_snapshot_during_train``) and
+        ``train_running`` is true: the unit accepted the train and times it."""
+        last = self._last_snapshot
+        in_span = self._train_in_span() and last is not None
+        if in_span and last is not None:
+            snapshot = await self._snapshot_during_train(last)
+        else:
+            snapshot = await self._snapshot()
         instrument, rapid = snapshot.parameters.instrument, snapshot.parameters.rapid
         code = await self._error_code() if instrument.error_present else None
         extra: dict[str, object] = {
@@ -248,7 +286,7 @@ class MagstimDriver(SerialStimulator[MagstimLink]):
         return DeviceStatus(
             armed=instrument.armed,
             ready=instrument.ready,
-            train_running=bool(rapid and rapid.train_running),
+            train_running=in_span or bool(rapid and rapid.train_running),
             coil_present=instrument.coil_present,
             # Two sensors are reported; the hotter one is the one that matters.
             coil_temperature_c=max(snapshot.temperatures_c),
@@ -410,13 +448,16 @@ class MagstimDriver(SerialStimulator[MagstimLink]):
             await asyncio.sleep(_POLL_S)
 
     async def _disarm_and_confirm(self, link: MagstimLink) -> None:
+        # urgent: the disarm takes the port before every request waiting for it (the
+        # exchange in progress, if any, still finishes first)
+        self._fired_at = None
         try:
-            await link.exchange(b"E", b"A", 3)
+            await link.exchange(b"E", b"A", 3, urgent=True)
         except DeviceRejected as exc:
             # 'S': the unit is not in a state to disarm (e.g. it already left
             # remote control, which disarms it). The status read below decides.
             log.info("%s: disarm answered %s", self.name, exc.reason)
-        snapshot = await self._snapshot()
+        snapshot = await self._snapshot(urgent=True)
         if snapshot.parameters.instrument.armed:
             raise DeviceFault(f"{self.name}: still armed after the disarm command")
 
@@ -439,9 +480,24 @@ class MagstimDriver(SerialStimulator[MagstimLink]):
         else:
             reply = await link.exchange(b"Q", b"@", FIXED_REPLY_LENGTHS[b"Q"])
         await self._raise_if_error(reply)
-        if self._armed_confirmed and not reply.instrument.armed:
+        if not self._armed_confirmed:
+            return
+        # The renewal's status byte supervises the unit between the daemon's polls. The
+        # unit disarms itself on each of these, so the specific cause is checked before
+        # the self-disarm: the trip must say "coil removed", not "disarmed".
+        instrument = reply.instrument
+        if not instrument.coil_present:
+            self._armed_confirmed = False
+            raise DeviceFault(f"{self.name}: coil not present while armed",
+                              DeviceCondition.COIL_NOT_PRESENT)
+        if instrument.replace_coil:
+            self._armed_confirmed = False
+            raise DeviceFault(f"{self.name}: the unit reports its coil too hot while armed",
+                              DeviceCondition.COIL_OVER_TEMPERATURE)
+        if not instrument.armed:
             self._armed_confirmed = False
             raise DeviceFault(
                 f"{self.name} disarmed on its own (remote-control timeout, coil temperature,"
-                " or the 60 s armed-without-firing limit)"
+                " or the 60 s armed-without-firing limit)",
+                DeviceCondition.DEVICE_DISARMED,
             )

@@ -19,8 +19,11 @@ so the device never holds a fragment of a command that the next one would comple
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ..errors import DeviceRejected, DeviceTimeout, FramingError
@@ -87,12 +90,66 @@ class MagstimReply:
     data: bytes
 
 
+class PortLock:
+    """One holder of the port at a time; urgent requests (the disarm) go first.
+
+    An urgent waiter is granted the port before every normal waiter, whenever they
+    queued; nobody is interrupted: the exchange in progress finishes (cutting it in half
+    would leave a fragment on the line that the unit joins to the next command).
+    Ownership passes directly from the releasing holder to the next waiter, so a request
+    arriving meanwhile cannot slip in between.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._urgent: deque[asyncio.Future[None]] = deque()
+        self._normal: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def locked(self) -> bool:
+        return self._held
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        await self._acquire(urgent)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._held and not self._urgent and not self._normal:
+            self._held = True
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._urgent if urgent else self._normal
+        queue.append(granted)
+        try:
+            await granted
+        except BaseException:
+            if granted.done() and not granted.cancelled():
+                self._release()   # granted just as we were cancelled: pass the port on
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(granted)
+            raise
+
+    def _release(self) -> None:
+        for queue in (self._urgent, self._normal):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)   # the port passes to it, still held
+                    return
+        self._held = False
+
+
 class MagstimLink:
     """Owns the transport for the Magstim dialect; records when the device was last renewed."""
 
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
-        self._lock = asyncio.Lock()
+        self._lock = PortLock()
         #: monotonic time at which the last command that the device accepted was written
         self.last_accepted_at = time.monotonic()
         self._in_doubt: _Interrupted | None = None
@@ -103,18 +160,21 @@ class MagstimLink:
     def transport(self) -> Transport:
         return self._transport
 
-    async def exchange(self, command: bytes, data: bytes, reply_length: int | None) -> MagstimReply:
+    async def exchange(
+        self, command: bytes, data: bytes, reply_length: int | None, *, urgent: bool = False
+    ) -> MagstimReply:
         """Send ``command`` + ``data`` and return its matched reply.
 
         ``reply_length`` is the full reply in bytes; ``None`` means the version reply,
-        which ends with a NUL and a checksum.
+        which ends with a NUL and a checksum. An ``urgent`` exchange (the disarm) takes
+        the port before every exchange still waiting for it.
         """
         if len(command) != 1 or command[0] not in SENDABLE_COMMANDS:
             raise ValueError(f"command {command!r} is not one this driver may send")
         message = encode_command(command, data)
         expected = reply_length if reply_length is not None else _VERSION_MAX_LENGTH
         timeout_s = REPLY_MARGIN_S + (len(message) + expected) * BYTE_TIME_S
-        async with self._lock:
+        async with self._lock.hold(urgent=urgent):
             if self._in_doubt is not None:
                 await self._resynchronise(self._in_doubt)
                 self._in_doubt = None

@@ -25,6 +25,7 @@ from protocols.schedule import TrainSpec
 
 from ..base import DeviceIdentity, DeviceStatus
 from ..errors import (
+    DeviceCondition,
     DeviceFault,
     DeviceRejected,
     DeviceTimeout,
@@ -150,7 +151,8 @@ class MagVentureDriver(SerialStimulator[MagVentureLink]):
                 self._count_pulse(frame)
             if self._armed_confirmed and not frame.status.enabled:
                 self._armed_confirmed = False
-                self._report(DeviceFault(f"{self.name} disabled itself (unsolicited frame)"))
+                self._report(DeviceFault(f"{self.name} disabled itself (unsolicited frame)",
+                                         DeviceCondition.DEVICE_DISARMED))
             return
         log.debug("%s: unsolicited frame %s", self.name, payload.hex())
 
@@ -299,7 +301,8 @@ class MagVentureDriver(SerialStimulator[MagVentureLink]):
             await asyncio.sleep(CHARGE_TIME_S)
             self._raise_if_overtaken(generation)
             if not (await self._status()).status.enabled:
-                raise DeviceFault(f"{self.name} disabled itself while charging")
+                raise DeviceFault(f"{self.name} disabled itself while charging",
+                                  DeviceCondition.DEVICE_DISARMED)
 
     async def fire_train(self) -> None:
         expected = self._expected
@@ -376,4 +379,7 @@ class MagVentureDriver(SerialStimulator[MagVentureLink]):
         status = await self._status()
         if self._armed_confirmed and not status.status.enabled:
             self._armed_confirmed = False
-            raise DeviceFault(f"{self.name} disabled itself")
+            if status.coil_type == 0:
+                raise DeviceFault(f"{self.name} disabled itself: coil not present",
+                                  DeviceCondition.COIL_NOT_PRESENT)
+            raise DeviceFault(f"{self.name} disabled itself", DeviceCondition.DEVICE_DISARMED)

@@ -95,7 +95,8 @@ def document() -> dict[str, Any]:
     channels: dict[str, Any] = {
         "status": {
             "address": f"{ROOT}/{{device_id}}/status", "parameters": device,
-            "description": "Retained; also the Last Will (online false, lifecycle 'lost'). "
+            "description": "Retained; also the Last Will (online false, lifecycle 'lost'), "
+            "which the daemon publishes itself when only its stop connection was lost. "
             "Published online false on a clean stop too.",
             "messages": {"status": _message("status", "StatusPayload", "daemon liveness")},
         },
@@ -128,7 +129,9 @@ def document() -> dict[str, Any]:
             "description": "QoS 1. Every command has an id (a repeat is answered with the "
             "first answer, never executed twice) and an optional ts (older than "
             "max_command_age_s: EXPIRED). MQTT 5 Message Expiry, Response Topic and "
-            "Correlation Data are honoured. `stop` never waits behind other commands.",
+            "Correlation Data are honoured. `stop` never waits behind other commands: the "
+            "daemon receives stops on a dedicated broker connection. An arm, start or resume "
+            "sent before a stop is never executed after it.",
             "messages": command_messages,
         },
         "reply": {

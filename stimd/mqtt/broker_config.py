@@ -83,6 +83,8 @@ def render_mosquitto_conf(
     max_packet_size: int,
     run_as: str,
     bind_address: str = "127.0.0.1",
+    max_queued_messages: int = 1000,
+    max_inflight_messages: int = 20,
 ) -> str:
     """A private, loopback-only broker in the shape of the clinic example."""
     # Global options first: anything listener-specific written before the first
@@ -97,6 +99,9 @@ def render_mosquitto_conf(
         f"acl_file {acl_file}",
         "set_tcp_nodelay true",
         f"max_packet_size {max_packet_size}",
+        # per connection: beyond in flight + queued, QoS 1 messages for it are dropped
+        f"max_queued_messages {max_queued_messages}",
+        f"max_inflight_messages {max_inflight_messages}",
         "persistence false",
         f"log_dest file {log_file}",
         "log_type error",

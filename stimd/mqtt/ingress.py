@@ -6,6 +6,10 @@ executed and never answered. This buffer keeps arrival order (a stop must not ov
 commands sent before it: the command lanes decide what a stop supersedes) and, when
 full, makes room by dropping the newest waiting command of the operator who holds most
 of the buffer. A stop is never dropped to make room.
+
+The stop connection, which carries nothing but stops, uses ``StopIngress``: there the
+heaviest sender's newest stop makes room for another operator's, so one operator's
+stops cannot crowd out everyone else's either.
 """
 
 from __future__ import annotations
@@ -43,19 +47,32 @@ class FairIngress(asyncio.Queue[aiomqtt.Message]):
             self._make_room_for(item)
         super().put_nowait(item)
 
+    def _spared(self, message: aiomqtt.Message) -> bool:
+        """Whether ``message`` is never dropped to make room."""
+        return _is_stop(message)
+
     def _make_room_for(self, item: aiomqtt.Message) -> None:
-        """Drop the heaviest sender's newest non-stop command, or raise QueueFull."""
+        """Drop the heaviest sender's newest droppable command, or raise QueueFull."""
         waiting: list[aiomqtt.Message] = list(self._queue)  # type: ignore[attr-defined]
         loads = Counter(_sender(m) for m in waiting)
-        candidates = [m for m in waiting if not _is_stop(m)]
+        candidates = [m for m in waiting if not self._spared(m)]
         if not candidates:
             raise asyncio.QueueFull
         heaviest = max(candidates, key=lambda m: loads[_sender(m)])
         sender = _sender(heaviest)
-        if not _is_stop(item) and loads[_sender(item)] >= loads[sender]:
+        if not self._spared(item) and loads[_sender(item)] >= loads[sender]:
             raise asyncio.QueueFull  # the newcomer is the flood: it is the one dropped
-        victim = next(m for m in reversed(waiting) if _sender(m) == sender and not _is_stop(m))
+        victim = next(
+            m for m in reversed(waiting) if _sender(m) == sender and not self._spared(m)
+        )
         self._queue.remove(victim)  # type: ignore[attr-defined]
         self.dropped += 1
         log.warning("mqtt_incoming_dropped", sender=sender, topic=victim.topic.value[:200],
                     to_admit=_sender(item), waiting=len(waiting), dropped=self.dropped)
+
+
+class StopIngress(FairIngress):
+    """The stop connection's buffer: every message is a stop, none is spared."""
+
+    def _spared(self, message: aiomqtt.Message) -> bool:
+        return False

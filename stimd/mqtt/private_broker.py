@@ -29,6 +29,8 @@ MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 #: Above the daemon's default max_payload_bytes so oversized commands reach the daemon
 #: and are answered; anything larger the broker itself refuses.
 DEFAULT_MAX_PACKET_SIZE = 262_144
+#: As in the clinic example (and mosquitto's default); tests lower it to stage overflows.
+DEFAULT_MAX_QUEUED_MESSAGES = 1000
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 HOST = "127.0.0.1"
@@ -81,6 +83,7 @@ class PrivateBroker:
         *,
         port: int | None = None,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES,
     ) -> None:
         names = [a.name for a in accounts]
         if len(set(names)) != len(names):
@@ -90,6 +93,7 @@ class PrivateBroker:
         self.host = HOST
         self.port = port if port is not None else free_loopback_port()
         self._max_packet_size = max_packet_size
+        self._max_queued_messages = max_queued_messages
         self._mosquitto = find_mosquitto()
         self._process: subprocess.Popen[bytes] | None = None
         self.conf_file = workdir / "mosquitto.conf"
@@ -123,6 +127,7 @@ class PrivateBroker:
             render_mosquitto_conf(
                 port=self.port, password_file=password_file, acl_file=acl_file,
                 log_file=self.log_file, max_packet_size=self._max_packet_size,
+                max_queued_messages=self._max_queued_messages,
                 run_as=getpass.getuser(),
             ),
             encoding="utf-8",

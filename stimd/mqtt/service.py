@@ -1,12 +1,22 @@
 """The daemon's MQTT interface: commands in, replies, events, state and status out.
 
+Two broker connections, one transport. The main connection carries everything (status
+with the Last Will, meta, state, events, commands, replies); the stop connection
+subscribes to nothing but ``cmd/+/stop`` and answers stops itself. The broker queues
+messages per connection and drops what exceeds ``max_queued_messages``, and the daemon
+reads one packet per event-loop turn, so a flood of other commands can fill the main
+connection's queue at the broker — but never the stop connection's. Stops that come in
+on the main connection are only used as fences (``StopFence``): they tell when the main
+connection has caught up with a stop, so an arming command sent before the stop cannot
+run after it.
+
 Lifetimes: the command workers and the event numbering live as long as the service; one
-broker connection at a time lives inside them. When the connection goes, the daemon is
-told (``transport_lost``: finish the train, start no new one, pause), ordinary commands
-still waiting are dropped unexecuted — they would otherwise run late — and the service
-reconnects with backoff. Waiting ``stop`` commands are kept: a late stop is still safe.
-After a reconnect the retained topics are republished and the session stays paused until
-an operator sends ``resume``.
+pair of connections at a time lives inside them, and losing either is losing the
+transport. Then the daemon is told (``transport_lost``: finish the train, start no new
+one, pause), ordinary commands still waiting are dropped unexecuted — they would
+otherwise run late — and the service reconnects both with backoff. Waiting ``stop``
+commands are kept: a late stop is still safe. After a reconnect the retained topics are
+republished and the session stays paused until an operator sends ``resume``.
 """
 
 from __future__ import annotations
@@ -44,10 +54,11 @@ from stimd.mqtt.decode import (
     validate_command,
     verb_of,
 )
-from stimd.mqtt.ingress import FairIngress
+from stimd.mqtt.ingress import FairIngress, StopIngress
 from stimd.mqtt.io import publish, raise_if_cancelling, subscribe
 from stimd.mqtt.payloads import EventMessage, StatusPayload
 from stimd.mqtt.replay import InFlight, ReplayCache
+from stimd.mqtt.stop_fence import StopFence, StopKey
 from stimd.mqtt.topics import DeviceTopics
 
 log = structlog.get_logger("stimd.mqtt")
@@ -55,10 +66,15 @@ log = structlog.get_logger("stimd.mqtt")
 QOS = 1
 #: Events kept while the broker is away; older ones are dropped and the seq gap shows it.
 EVENT_BACKLOG = 1000
-#: Messages the client buffers before our reader takes them; the reader only parses.
-#: A stop waits behind at most this many (ms each), and a flood beyond it is dropped
-#: fairly (``FairIngress``), never a stop.
+#: Messages each client buffers before our reader takes them; the reader only parses.
+#: On the main connection a flood beyond it is dropped fairly (``FairIngress``); the stop
+#: connection's buffer holds only stops (``StopIngress``).
 INCOMING_BUFFER = 256
+#: The stop connection's client id is the main one's with this suffix.
+STOP_CLIENT_SUFFIX = "-stop"
+#: Stops whose two copies (one per connection) are not paired yet; beyond it the oldest
+#: is forgotten. Far above any real backlog: only a flood of stops with fresh ids gets there.
+STOP_FENCE_CAPACITY = 4096
 #: Distinct command senders tracked when the daemon was given no operator list.
 MAX_UNLISTED_SENDERS = 64
 #: Seconds a goodbye ``status`` publish may take during shutdown.
@@ -78,13 +94,18 @@ class ReplyRoute:
     correlation_data: bytes | None = None
 
 
+def lane_of(verb: Verb) -> Lane:
+    return Lane.STOP if verb is Verb.STOP else Lane.ORDINARY
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A reply that is known without executing anything (a refusal or a repeat)."""
+    """A reply to send: a command's result, or one known without executing anything."""
 
     user: str
     route: ReplyRoute
     reply: Reply
+    lane: Lane = Lane.ORDINARY  # STOP: goes out on the stop connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +170,11 @@ class MqttService:
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._client_id = config.client_id or f"stimd-{device_id}"
+        self._stop_client_id = self._client_id + STOP_CLIENT_SUFFIX
         self._io_timeout = config.io_timeout_s
 
         self._client: aiomqtt.Client | None = None
+        self._stop_client: aiomqtt.Client | None = None
         self._loss_reported = False
         self._lanes: dict[Lane, FairQueue[PendingCommand]] = {
             Lane.STOP: FairQueue(config.queue_depth),
@@ -160,6 +183,8 @@ class MqttService:
         self._buckets: dict[str, TokenBucket] = {}
         self._replay = ReplayCache(config.replay_cache_size)
         self._outbox: PriorityOutbox[Answer] = PriorityOutbox(2 * config.queue_depth)
+        self._stop_outbox: PriorityOutbox[Answer] = PriorityOutbox(2 * config.queue_depth)
+        self._fence = StopFence(config.max_command_age_s, STOP_FENCE_CAPACITY)
 
         self._seq = 0
         self._events: deque[tuple[str, bytes]] = deque()
@@ -188,7 +213,8 @@ class MqttService:
             await asyncio.sleep(delay)
 
     async def _one_connection(self) -> str | None:
-        """Connect and serve; returns why the link was lost, or None if it never came up."""
+        """Connect both and serve; returns why the transport was lost, or None if it never
+        came up."""
         will = aiomqtt.Will(
             self._topics.status, self._status_payload(online=False, lifecycle="lost"),
             qos=QOS, retain=True,
@@ -198,21 +224,35 @@ class MqttService:
                 self._config, client_id=self._client_id, will=will,
                 max_queued_incoming=INCOMING_BUFFER, queue_type=FairIngress,
             )
+            stop_client = build_client(
+                self._config, client_id=self._stop_client_id,
+                max_queued_incoming=INCOMING_BUFFER, queue_type=StopIngress,
+            )
         except (OSError, ValueError) as exc:
             log.error("mqtt_client_unusable", error=str(exc), host=self._config.host)
             return None
         log.info("mqtt_connecting", host=self._config.host, port=self._config.port,
-                 client_id=self._client_id, tls=self._config.tls)
+                 client_id=self._client_id, stop_client_id=self._stop_client_id,
+                 tls=self._config.tls)
         reason: str | None = None
         self._loss_reported = False
         try:
-            async with client:
-                reason = "connection closed while subscribing"
+            # The stop connection first: by the time the main connection says "online",
+            # a stop can no longer be held up behind other commands.
+            async with stop_client:
                 raise_if_cancelling()  # the connect may have absorbed a cancellation
-                await subscribe(client, self._topics.command_filter, within_s=self._io_timeout)
-                if not nodelay_enabled(client):
-                    log.warning("mqtt_tcp_nodelay_missing", effect="slow command round trips")
-                reason = await self._serve_connection(client)
+                await subscribe(stop_client, self._topics.stop_filter, within_s=self._io_timeout)
+                async with client:
+                    reason = "connection closed while subscribing"
+                    raise_if_cancelling()
+                    await subscribe(
+                        client, self._topics.command_filter, within_s=self._io_timeout
+                    )
+                    for name, connected in (("main", client), ("stop", stop_client)):
+                        if not nodelay_enabled(connected):
+                            log.warning("mqtt_tcp_nodelay_missing", connection=name,
+                                        effect="slow command round trips")
+                    reason = await self._serve_connection(client, stop_client)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             problem = str(exc) or type(exc).__name__
             if reason is None:
@@ -221,44 +261,61 @@ class MqttService:
             reason = f"{reason} ({problem})"
         return self._link_lost(reason)
 
-    async def _serve_connection(self, client: aiomqtt.Client) -> str:
-        """Serve one live connection until it breaks; returns why it broke."""
-        broken: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    async def _serve_connection(
+        self, client: aiomqtt.Client, stop_client: aiomqtt.Client
+    ) -> str:
+        """Serve one live pair of connections until either breaks; returns why."""
+        broken: asyncio.Future[tuple[aiomqtt.Client, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
 
-        async def guard(name: str, job: Coroutine[Any, Any, None]) -> None:
+        async def guard(
+            connection: aiomqtt.Client, name: str, job: Coroutine[Any, Any, None]
+        ) -> None:
             try:
                 await job
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 if not broken.done():
-                    broken.set_result(f"{name}: {exc or type(exc).__name__}")
+                    broken.set_result((connection, f"{name}: {exc or type(exc).__name__}"))
 
         self._client = client
-        log.info("mqtt_connected", device_topic=self._topics.base)
+        self._stop_client = stop_client
+        log.info("mqtt_connected", device_topic=self._topics.base,
+                 stop_topic=self._topics.stop_filter)
         try:
             async with asyncio.TaskGroup() as tg:
-                jobs = {
-                    "reading commands": self._read(client),
-                    "publishing state": self._publish_state(client),
-                    "publishing events": self._publish_events(client),
-                    "publishing replies": self._publish_replies(client),
-                    "state clock": self._tick(),
-                }
-                tasks = [tg.create_task(guard(name, job), name=f"mqtt-{name}")
-                         for name, job in jobs.items()]
-                reason = await broken
+                jobs = [
+                    (client, "reading commands", self._read(client, self.take_main)),
+                    (client, "publishing state", self._publish_state(client)),
+                    (client, "publishing events", self._publish_events(client)),
+                    (client, "publishing replies", self._publish_replies(client, self._outbox)),
+                    (client, "state clock", self._tick()),
+                    (stop_client, "stop connection: reading stops",
+                     self._read(stop_client, self.take_stop)),
+                    (stop_client, "stop connection: publishing replies",
+                     self._publish_replies(stop_client, self._stop_outbox)),
+                ]
+                tasks = [tg.create_task(guard(connection, name, job), name=f"mqtt-{name}")
+                         for connection, name, job in jobs]
+                failed, reason = await broken
                 self._link_lost(reason)  # at once: the daemon must not wait for teardown
                 for task in tasks:
                     task.cancel()
+            if failed is stop_client:
+                await self._say_lost(client)
         except asyncio.CancelledError:
             await self._say_goodbye(client)
             raise
         finally:
             self._client = None
+            self._stop_client = None
         return reason
 
     def _link_lost(self, reason: str) -> str:
-        """Tell the daemon, once per connection, and drop what must not run late."""
+        """Tell the daemon, once per pair of connections, and drop what must not run
+        late."""
         self._client = None
+        self._stop_client = None
         if self._loss_reported:
             return reason
         self._loss_reported = True
@@ -266,12 +323,24 @@ class MqttService:
         for item in dropped:
             self._replay.forget(item.user, item.command.id)
         self._outbox.drain()
+        self._stop_outbox.drain()
+        self._fence.clear()  # the next session starts empty: nothing older can arrive
         log.warning(
             "mqtt_link_lost", reason=reason, dropped_commands=len(dropped),
             kept_stops=len(self._lanes[Lane.STOP]),
         )
         self._target.transport_lost(f"broker connection lost: {reason}")
         return reason
+
+    async def _say_lost(self, client: aiomqtt.Client) -> None:
+        """The stop connection broke but the main one still works, and closing it cleanly
+        would suppress the Last Will: publish what the Will would have said."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await publish(
+                client, self._topics.status,
+                self._status_payload(online=False, lifecycle="lost"),
+                retain=True, within_s=GOODBYE_TIMEOUT_S,
+            )
 
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
         """Clean stop: say offline ourselves; the Will only covers unclean ends."""
@@ -358,17 +427,26 @@ class MqttService:
             self._state_dirty.set()
 
     def _post_reply(self, answer: Answer, *, executed: bool) -> None:
-        """Hand a reply to the connection's sender; never waits on the network."""
-        if self._client is None:
+        """Hand a reply to its connection's sender; never waits on the network.
+
+        Stop replies leave on the stop connection: on the main one they could wait for
+        the broker's acknowledgement of a refusal sent to a flooding operator."""
+        if answer.lane is Lane.STOP:
+            client, outbox = self._stop_client, self._stop_outbox
+        else:
+            client, outbox = self._client, self._outbox
+        if client is None:
             log.warning("mqtt_reply_undeliverable", user=answer.user, id=answer.reply.id,
                         reason="broker connection down; a repeat of the id gets it")
-        elif self._outbox.put(answer.user, answer, first=executed) is not None:
+        elif outbox.put(answer.user, answer, first=executed) is not None:
             log.warning("mqtt_reply_dropped", user=answer.user, id=answer.reply.id,
                         reason="reply queue full")
 
-    async def _publish_replies(self, client: aiomqtt.Client) -> None:
+    async def _publish_replies(
+        self, client: aiomqtt.Client, outbox: PriorityOutbox[Answer]
+    ) -> None:
         while True:
-            answer = await self._outbox.get()
+            answer = await outbox.get()
             route = answer.route
             payload = answer.reply.model_dump_json().encode()
             properties: Properties | None = None
@@ -385,13 +463,52 @@ class MqttService:
 
     # ------------------------------------------------------------------ incoming
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        """Admit every incoming command; raises MqttError when the link goes."""
+    async def _read(
+        self,
+        client: aiomqtt.Client,
+        take: Callable[[str, bytes, Properties | None], Answer | None],
+    ) -> None:
+        """Hand every incoming message to ``take``; raises MqttError when the link goes."""
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
-            answer = self.admit(message.topic.value, payload, message.properties)
+            answer = take(message.topic.value, payload, message.properties)
             if answer is not None:
                 self._post_reply(answer, executed=False)
+
+    def take_main(
+        self, topic: str, payload: bytes, properties: Properties | None
+    ) -> Answer | None:
+        """A message of the main connection: a stop there is only the fence's copy (the
+        stop connection executes and answers it); anything else is admitted."""
+        if self._topics.is_stop_command(topic):
+            key = self._stop_key(topic, payload)
+            if key is not None:
+                self._fence.main_copy(key, self._monotonic())
+            return None
+        return self.admit(topic, payload, properties)
+
+    def take_stop(
+        self, topic: str, payload: bytes, properties: Properties | None
+    ) -> Answer | None:
+        """A message of the stop connection (its subscription admits only stops)."""
+        answer = self.admit(topic, payload, properties)
+        key = self._stop_key(topic, payload)
+        if key is not None:
+            self._fence.stop_lane_copy(key, self._monotonic(), executes=answer is None)
+        return answer
+
+    def _stop_key(self, topic: str, payload: bytes) -> StopKey | None:
+        """Who sent a stop and its id, when both can be read: pairs the two copies."""
+        parsed = self._topics.parse_command(topic)
+        if parsed is None:
+            return None
+        try:
+            command_id = read_command_id(
+                parse_json_object(payload, self._config.max_payload_bytes)
+            )
+        except PayloadRejected:
+            return None
+        return None if command_id is None else (parsed.user, command_id)
 
     def admit(
         self, topic: str, payload: bytes, properties: Properties | None
@@ -403,6 +520,7 @@ class MqttService:
             return None
         user = parsed.user
         now = self._monotonic()
+        answer_lane = Lane.STOP if self._topics.is_stop_command(topic) else Lane.ORDINARY
         route = _response_route(self._topics.reply(user, None), properties)
         command_id: str | None = None
         try:
@@ -427,7 +545,7 @@ class MqttService:
                 )
             if isinstance(remembered, Reply):
                 log.info("mqtt_command_repeated", user=user, id=command_id)
-                return Answer(user, route, remembered)
+                return Answer(user, route, remembered, answer_lane)
             verb = verb_of(parsed.verb)
             if verb is None:
                 raise PayloadRejected(
@@ -435,7 +553,7 @@ class MqttService:
                     f"unknown verb {parsed.verb[:64]!r}; verbs are "
                     + ", ".join(v.value for v in Verb),
                 )
-            lane = Lane.STOP if verb is Verb.STOP else Lane.ORDINARY
+            lane = lane_of(verb)
             if lane is Lane.ORDINARY and not self._bucket(user, now).take(now):
                 raise PayloadRejected(
                     ErrorCode.RATE_LIMITED,
@@ -444,6 +562,10 @@ class MqttService:
                 )
             command = validate_command(payload, verb)
             deadline = self._deadline(command, properties, now)
+            if verb in ENERGIZING_VERBS:
+                fenced = self._fenced_out(user, verb, command_id, now)
+                if fenced is not None:
+                    return Answer(user, route, fenced, answer_lane)
             pending = PendingCommand(user, verb, command, route, deadline)
             self._replay.begin(user, command_id)
             refusal = self._lanes[lane].put(user, pending)
@@ -453,7 +575,7 @@ class MqttService:
         except PayloadRejected as rejected:
             log.info("mqtt_command_refused", user=user, id=command_id, verb=parsed.verb[:64],
                      code=rejected.code.value, reason=rejected.message)
-            return Answer(user, route, self._refusal(command_id, rejected))
+            return Answer(user, route, self._refusal(command_id, rejected), answer_lane)
         log.info("mqtt_command_queued", user=user, id=command_id, verb=verb.value)
         if verb is Verb.STOP:
             self._supersede_queued(user, command_id)
@@ -475,6 +597,25 @@ class MqttService:
             ))
             self._replay.finish(item.user, item.command.id, reply)
             self._post_reply(Answer(item.user, item.route, reply), executed=True)
+
+    def _fenced_out(
+        self, user: str, verb: Verb, command_id: str, now: float
+    ) -> Reply | None:
+        """The refusal of an arming command that was sent before an executed stop but
+        arrived after it (see ``StopFence``); remembered like a superseded command's."""
+        holder = self._fence.holder(now)
+        if holder is None:
+            return None
+        stopper, stop_id = holder
+        log.warning("mqtt_command_superseded_by_stop", user=user, id=command_id,
+                    verb=verb.value, stop_id=stop_id, stopped_by=stopper, in_transit=True)
+        reply = self._refusal(command_id, PayloadRejected(
+            ErrorCode.WRONG_STATE,
+            f"{verb.value} was sent before stop {stop_id!r} from {stopper!r} and arrived "
+            "after it: not executed (send it again to proceed)",
+        ))
+        self._replay.finish(user, command_id, reply)
+        return reply
 
     def _check_sender(self, user: str) -> None:
         if self._operators is not None and user not in self._operators:
@@ -539,7 +680,7 @@ class MqttService:
             item = await queue.get()
             reply = await self._execute(item)
             self._replay.finish(item.user, item.command.id, reply)
-            self._post_reply(Answer(item.user, item.route, reply), executed=True)
+            self._post_reply(Answer(item.user, item.route, reply, lane), executed=True)
 
     async def _execute(self, item: PendingCommand) -> Reply:
         late_by = self._monotonic() - item.deadline
@@ -562,7 +703,7 @@ class MqttService:
                 item.command.id, PayloadRejected(
                     ErrorCode.INTERNAL, f"the daemon failed executing {item.verb.value}: {exc!r}"
                 ),
-            )), executed=True)
+            ), lane_of(item.verb)), executed=True)
             raise
         return Reply(id=item.command.id, ok=outcome.ok, state=outcome.state,
                      result=outcome.result, error=outcome.error)

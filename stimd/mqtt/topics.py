@@ -68,6 +68,11 @@ class DeviceTopics:
     def command_filter(self) -> str:
         return f"{self.base}/cmd/#"
 
+    @property
+    def stop_filter(self) -> str:
+        """Every operator's ``stop``: what the daemon's stop connection subscribes to."""
+        return f"{self.base}/cmd/+/stop"
+
     def command(self, user: str, verb: str) -> str:
         return f"{self.base}/cmd/{user}/{verb}"
 
@@ -77,6 +82,14 @@ class DeviceTopics:
 
     def reply_filter(self, user: str) -> str:
         return f"{self.base}/reply/{user}/#"
+
+    def is_stop_command(self, topic: str) -> bool:
+        """Whether ``topic`` matches ``stop_filter`` (``+`` matches any one level)."""
+        prefix = f"{self.base}/cmd/"
+        if not topic.startswith(prefix):
+            return False
+        _, separator, verb = topic[len(prefix):].partition("/")
+        return bool(separator) and verb == "stop"
 
     def parse_command(self, topic: str) -> CommandTopic | None:
         """Split ``stimd/<dev>/cmd/<user>/<verb...>``; None when no operator level exists.

@@ -9,7 +9,9 @@ import pytest
 
 import stimd.controller as controller_module
 from daemon.conftest import Rig, eventually, make_rig
+from drivers.errors import DeviceCondition, DeviceFault
 from stimd.commands import ErrorCode, Event, Verb
+from stimd.supervisor import TripCode, trip_code_for
 
 
 async def fault_of(rig: Rig) -> dict[str, Any]:
@@ -36,10 +38,27 @@ async def test_coil_removed_while_running_trips(rig: Rig) -> None:
     await rig.sim.ainject("coil_removed")
     fault = await fault_of(rig)
     assert fault["cause"] == "coil_not_present"
-    assert fault["detail"] == "coil not present while a session is active"
+    # the detail says which reading saw it first: the status poll, or during a train
+    # the keep-alive renewal's status byte
+    assert fault["detail"] in {
+        "coil not present while a session is active",
+        "DEVICE_FAULT: magstim-rapid2: coil not present while armed",
+    }
     session = rig.record.session(session_id)
     assert session["outcome"] == "fault"
     assert session["end_reason"].startswith("coil_not_present")
+
+
+@pytest.mark.parametrize("condition", list(DeviceCondition))
+def test_a_device_fault_trips_with_the_condition_the_driver_found(
+    condition: DeviceCondition,
+) -> None:
+    # the same code a status poll gives for that condition, whichever reading saw it
+    assert trip_code_for(DeviceFault("x", condition)) is TripCode(condition.value)
+
+
+def test_a_device_fault_without_a_condition_is_a_device_error() -> None:
+    assert trip_code_for(DeviceFault("error bit")) is TripCode.DEVICE_ERROR
 
 
 async def test_coil_over_temperature_trips(rig: Rig) -> None:
@@ -47,7 +66,12 @@ async def test_coil_over_temperature_trips(rig: Rig) -> None:
     await rig.sim.ainject("coil_overtemp", celsius=45)
     fault = await fault_of(rig)
     assert fault["cause"] == "coil_over_temperature"
-    assert fault["detail"] == "coil temperature 45.0 °C reached the trip limit 40.0 °C"
+    # the detail says which reading saw it first: a temperature read, or during a train
+    # the keep-alive renewal's status byte (the unit's own coil-too-hot bit)
+    assert fault["detail"] in {
+        "coil temperature 45.0 °C reached the trip limit 40.0 °C",
+        "DEVICE_FAULT: magstim-rapid2: the unit reports its coil too hot while armed",
+    }
 
 
 async def test_device_error_bit_trips_and_only_reset_leaves_fault(rig: Rig) -> None:

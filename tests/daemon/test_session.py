@@ -42,6 +42,19 @@ async def run_short_protocol_and_check(rig: Rig) -> None:
         # plan ITI 1 s; the daemon may only lengthen it. 5 ms covers the simulator's own
         # timestamping jitter (pulses are stamped by its event loop, not by hardware).
         assert gap_s >= 1.0 - 0.005, gap_s
+    # train onsets (first pulses) against the plan, onset to onset (1.9 s: 0.9 s train +
+    # 1 s ITI). The simulator stamps each pulse from its event loop, late by up to a
+    # loop wake-up (≤ 5 ms on this loaded 2-core machine, as above) and never early, so
+    # an interval can read short by at most that much: the daemon itself never shortens
+    # one. No drift: the last onset's error over the first's stays within 25 ms over
+    # two intervals — a loaded host can make a fire call late by some ms, which (by
+    # design) shifts the rest — where the old end-bound rule added ≈ 50 ms per train.
+    onsets = [t[0]["mono_ns"] for t in trains]
+    spacing_ns = 1_900_000_000
+    for before_ns, after_ns in pairwise(onsets):
+        assert after_ns - before_ns >= spacing_ns - 5_000_000, after_ns - before_ns
+    drift_ns = onsets[-1] - onsets[0] - spacing_ns * (len(onsets) - 1)
+    assert drift_ns <= 25_000_000, drift_ns
     assert not await rig.device_armed()
 
     session = rig.record.session(started.result["session_id"])  # type: ignore[index]

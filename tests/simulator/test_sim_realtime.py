@@ -16,13 +16,17 @@ from sim_serial_client import MagstimClient
 from drivers.magventure.codec import FrameParser, encode_frame
 from simulator.testing import SimulatorProcess
 
-# Tolerance for pulse onsets against the ideal 100 ms grid. A real Rapid² times its
+# Tolerances for pulse onsets against the ideal 100 ms grid. A real Rapid² times its
 # trains in hardware to microseconds; the simulator is a user-space asyncio process on
-# a shared 2-core machine whose wake-up latency under load is a few ms and rarely
-# above 10 ms. Pulses are scheduled on absolute deadlines from the first one, so
-# errors never accumulate. 25 ms (a quarter period) still tells 10 Hz from 8 or
-# 12 Hz over the 40 pulses, and a missing or extra pulse fails the count anyway.
-ONSET_TOLERANCE_NS = 25_000_000
+# a shared 2-core machine (the suite runs 4 workers) whose wake-up latency is a few ms
+# but, under a burst of load, reaches tens of ms for a single pulse. Pulses are
+# scheduled on absolute deadlines from the first one, so a late pulse never shifts the
+# next. Two checks follow from that: every pulse lies within half a period of its slot
+# (so it is unambiguously that slot's pulse — a missing or extra pulse fails the count
+# anyway), and the median error is within 5 ms (no drift, no wrong rate: 10 Hz versus
+# 9.9 Hz would be 20 ms off by the last pulse).
+ONSET_TOLERANCE_NS = 50_000_000
+MEDIAN_TOLERANCE_NS = 5_000_000
 
 
 @pytest.fixture
@@ -50,9 +54,11 @@ def test_ten_hz_train_of_forty_pulses(rapid: SimulatorProcess) -> None:
     assert {p["train"] for p in pulses} == {0}
     assert {p["pct_mso"] for p in pulses} == {50}
     first = pulses[0]["mono_ns"]
-    for j, pulse in enumerate(pulses):
-        error = pulse["mono_ns"] - (first + j * 100_000_000)
+    errors = [pulse["mono_ns"] - (first + j * 100_000_000) for j, pulse in enumerate(pulses)]
+    for j, error in enumerate(errors):
         assert abs(error) <= ONSET_TOLERANCE_NS, f"pulse {j} off by {error / 1e6:.1f} ms"
+    median = sorted(abs(e) for e in errors)[len(errors) // 2]
+    assert median <= MEDIAN_TOLERANCE_NS, f"median onset error {median / 1e6:.1f} ms"
     assert len(rapid.events("train_started")) == len(rapid.events("train_completed")) == 1
     assert rapid.events("ready")[-1]["cause"] == "wait_elapsed"
 
