@@ -31,6 +31,7 @@ from drivers.magventure.codec import (
     END,
     FrameParser,
     FramingError,
+    burst_ipi_index,
     encode_frame,
 )
 
@@ -56,17 +57,6 @@ WAVE_BIPHASIC_BURST = 3
 DIDT_PER_PCT = 1.6  # A/µs per %MSO for the simulated coil (R30 + MCF-B65 order of magnitude)
 
 Send = Callable[[bytes], None]
-
-
-def burst_ipi_index(ipi_tenths_ms: int) -> int | None:
-    """MagPro's Biphasic Burst IPI index for an IPI in 0.1 ms (MAGIC's table), or None."""
-    if 200 <= ipi_tenths_ms <= 1000 and ipi_tenths_ms % 10 == 0:
-        return 100 - ipi_tenths_ms // 10
-    if 100 <= ipi_tenths_ms < 200 and ipi_tenths_ms % 5 == 0:
-        return 80 + (200 - ipi_tenths_ms) // 5
-    if 5 <= ipi_tenths_ms < 100:
-        return 100 + (100 - ipi_tenths_ms)
-    return None
 
 
 def _u16(data: bytes, offset: int) -> int:

@@ -102,3 +102,19 @@ class FrameParser:
                     f"CRC 0x{crc:02x} != expected 0x{crc8(payload):02x} in {frame.hex()}"
                 )
             yield payload
+
+
+def burst_ipi_index(ipi_tenths_ms: int) -> int | None:
+    """The MagPro's index of a Biphasic Burst IPI (MAGIC's table), or None if not a step.
+
+    The set command (0x09) takes the IPI in 0.1 ms; the mode reply reports this index:
+    100 − IPI[ms] for 20–100 ms in 1 ms steps, then 0.5 ms steps from 19.5 down to 10 ms,
+    then 0.1 ms steps from 9.9 down to 0.5 ms.
+    """
+    if 200 <= ipi_tenths_ms <= 1000 and ipi_tenths_ms % 10 == 0:
+        return 100 - ipi_tenths_ms // 10
+    if 100 <= ipi_tenths_ms < 200 and ipi_tenths_ms % 5 == 0:
+        return 80 + (200 - ipi_tenths_ms) // 5
+    if 5 <= ipi_tenths_ms < 100:
+        return 100 + (100 - ipi_tenths_ms)
+    return None

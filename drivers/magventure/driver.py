@@ -45,6 +45,7 @@ from .codec import (
     CMD_SINGLE_FIRE,
     CMD_START_TRAIN,
     CMD_STATUS,
+    burst_ipi_index,
 )
 from .frames import (
     SHORT_AMPLITUDE,
@@ -55,7 +56,6 @@ from .frames import (
     ModeSettings,
     ShortFrame,
     Status,
-    burst_ipi_index,
 )
 from .link import BAUDRATE, MagVentureLink
 from .units import MagVentureTrain, magventure_train

@@ -29,11 +29,14 @@ _MODE_LENGTH = 10
 _SHORT_LENGTH = 4
 
 
-def _expect(payload: bytes, length: int, what: str) -> None:
+def _expect(payload: bytes, length: int, what: str, command: int | None = None) -> None:
+    """A reply payload of exactly ``length`` bytes, led by ``command`` when given."""
     if len(payload) != length:
         raise FramingError(
             f"{what} payload of {len(payload)} byte(s), expected {length}: {payload.hex()}"
         )
+    if command is not None and payload[0] != command:
+        raise FramingError(f"{what} payload starts with 0x{payload[0]:02x}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +70,7 @@ class Status:
 
     @classmethod
     def decode(cls, payload: bytes) -> Status:
-        _expect(payload, _STATUS_LENGTH, "status (0x00)")
-        if payload[0] != CMD_STATUS:
-            raise FramingError(f"status payload starts with 0x{payload[0]:02x}")
+        _expect(payload, _STATUS_LENGTH, "status (0x00)", CMD_STATUS)
         return cls._from_fields(payload)
 
     @classmethod
@@ -91,26 +92,8 @@ class ExtendedStatus:
 
     @classmethod
     def decode(cls, payload: bytes) -> ExtendedStatus:
-        _expect(payload, _EXTENDED_LENGTH, "extended status (0x05)")
-        if payload[0] != CMD_EXTENDED_STATUS:
-            raise FramingError(f"extended status payload starts with 0x{payload[0]:02x}")
+        _expect(payload, _EXTENDED_LENGTH, "extended status (0x05)", CMD_EXTENDED_STATUS)
         return cls(Status._from_fields(payload[:_STATUS_LENGTH]), payload[13], bool(payload[14]))
-
-
-def burst_ipi_index(ipi_tenths_ms: int) -> int | None:
-    """The MagPro's index of a Biphasic Burst IPI (MAGIC's table), or None if not a step.
-
-    The set command (0x09) takes the IPI in 0.1 ms; the mode reply reports this index:
-    100 − IPI[ms] for 20–100 ms in 1 ms steps, then 0.5 ms steps from 19.5 down to 10 ms,
-    then 0.1 ms steps from 9.9 down to 0.5 ms.
-    """
-    if 200 <= ipi_tenths_ms <= 1000 and ipi_tenths_ms % 10 == 0:
-        return 100 - ipi_tenths_ms // 10
-    if 100 <= ipi_tenths_ms < 200 and ipi_tenths_ms % 5 == 0:
-        return 80 + (200 - ipi_tenths_ms) // 5
-    if 5 <= ipi_tenths_ms < 100:
-        return 100 + (100 - ipi_tenths_ms)
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +109,7 @@ class ModeSettings:
 
     @classmethod
     def decode(cls, payload: bytes) -> ModeSettings:
-        _expect(payload, _MODE_LENGTH, "mode settings (0x09)")
-        if payload[0] != CMD_MODE:
-            raise FramingError(f"mode payload starts with 0x{payload[0]:02x}")
+        _expect(payload, _MODE_LENGTH, "mode settings (0x09)", CMD_MODE)
         return cls(
             payload[2], payload[3], payload[4], payload[5], 5 - payload[6],
             payload[7] | payload[8] << 8,

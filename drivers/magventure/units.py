@@ -21,7 +21,8 @@ from protocols.schedule import TrainSpec
 
 from ..errors import InvalidSetting
 from ..units import check_intensity, check_pulse_count, require_int, tenths_per_second
-from .frames import WAVEFORM_BIPHASIC, WAVEFORM_BIPHASIC_BURST, burst_ipi_index
+from .codec import burst_ipi_index
+from .frames import WAVEFORM_BIPHASIC, WAVEFORM_BIPHASIC_BURST
 
 _US_PER_TENTH_MS = 100
 MIN_RATE_TENTHS = 1          # 0.1 pps

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_harness import wire
 
-from drivers.magventure.codec import END, crc8, encode_frame
-from simulator.magventure_dialect import MagVentureDialect, burst_ipi_index
+from drivers.magventure.codec import END, burst_ipi_index, crc8, encode_frame
+from simulator.magventure_dialect import MagVentureDialect
 
 
 def frames_of(data: bytes) -> list[bytes]:

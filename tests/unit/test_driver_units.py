@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from drivers.errors import InvalidSetting
 from drivers.magstim.units import magstim_train_settings
-from drivers.magventure.frames import burst_ipi_index
+from drivers.magventure.codec import burst_ipi_index
 from drivers.magventure.units import MAX_ITI_TENTHS_S, magventure_train
 from protocols.capabilities import device_profile
 from protocols.schedule import TrainSpec
