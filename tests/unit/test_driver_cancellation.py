@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import os
 import time
-import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,16 +28,6 @@ from drivers.transport import Transport, open_transport
 REMOTE_IDLE = InstrumentStatus(True, False, False, True, False, False, False, True).encode()
 TEMPERATURE_REPLY = with_checksum(b"F" + bytes([REMOTE_IDLE]) + b"215230")
 REMOTE_REPLY = with_checksum(b"Q" + bytes([REMOTE_IDLE]))
-
-
-@pytest.fixture
-def pty_pair() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 class PacedDevice:

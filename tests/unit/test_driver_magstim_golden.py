@@ -7,10 +7,8 @@ the driver sends (command, digits, width, checksum, order) fails here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -81,18 +79,8 @@ class ScriptedPeer:
 
 
 @pytest.fixture
-def pty_path() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-@pytest.fixture
-async def rapid_peer(pty_path: tuple[int, str]) -> AsyncIterator[ScriptedPeer]:
-    peer = ScriptedPeer(pty_path[0])
+async def rapid_peer(pty_pair: tuple[int, str]) -> AsyncIterator[ScriptedPeer]:
+    peer = ScriptedPeer(pty_pair[0])
     peer.answer(b"Q@", reply(b"Q", REMOTE_IDLE))
     peer.answer(b"ND", reply(b"N", REMOTE_IDLE, data=b"9.0.0\x00"))
     peer.answer(b"x@", reply(b"x", REMOTE_IDLE, RAPID_IDLE, data=b"\x00\x00"))
@@ -113,9 +101,9 @@ def ten_hz_train(pulses: int = 40, power: int = 60) -> TrainSpec:
 
 
 async def test_connect_sends_remote_version_extended_status_parameters_temperature(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     identity = await driver.connect()
     await driver.close()
     assert identity.firmware == "9.0.0"
@@ -127,11 +115,11 @@ async def test_connect_sends_remote_version_extended_status_parameters_temperatu
 
 
 async def test_unlock_code_is_sent_with_q_and_keepalive_uses_x(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
     rapid_peer.answer(b"Q1234-12345678-ab", reply(b"Q", REMOTE_IDLE))
     driver = MagstimDriver(
-        "magstim-rapid2", pty_path[1], mains_voltage=240, unlock_code="1234-12345678-ab"
+        "magstim-rapid2", pty_pair[1], mains_voltage=240, unlock_code="1234-12345678-ab"
     )
     await driver.connect()
     await asyncio.sleep(1.2)  # one idle keep-alive period (1 s) and a margin
@@ -143,9 +131,9 @@ async def test_unlock_code_is_sent_with_q_and_keepalive_uses_x(
 
 
 async def test_configure_train_sends_vendor_units_in_a_valid_order(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     await driver.connect()
     before = len(rapid_peer.received)
     rapid_peer.answer(b"@060", reply(b"@", REMOTE_IDLE))
@@ -166,9 +154,9 @@ async def test_configure_train_sends_vendor_units_in_a_valid_order(
 
 
 async def test_readback_difference_refuses_to_arm(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     await driver.connect()
     rapid_peer.answer(b"@060", reply(b"@", REMOTE_IDLE))
     # the unit ignores the power: it still reads back 0 %MSO
@@ -181,9 +169,9 @@ async def test_readback_difference_refuses_to_arm(
 
 
 async def test_arm_before_a_train_is_configured_is_refused(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     await driver.connect()
     with pytest.raises(InvalidSetting, match="arm before a train was configured"):
         await driver.arm()
@@ -210,56 +198,56 @@ def test_no_driver_source_contains_the_coil_safety_override() -> None:
 
 
 async def test_a_200_answering_nd_with_unknown_is_not_a_rapid(
-    pty_path: tuple[int, str],
+    pty_pair: tuple[int, str],
 ) -> None:
-    peer = ScriptedPeer(pty_path[0])
+    peer = ScriptedPeer(pty_pair[0])
     peer.answer(b"Q@", reply(b"Q", REMOTE_IDLE))
     peer.answer(b"ND", b"?")
     peer.answer(b"EA", reply(b"E", REMOTE_IDLE))
     peer.answer(b"R@", reply(b"R", REMOTE_IDLE & 0x7F))
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     with pytest.raises(IdentityMismatch, match="not a Rapid"):
         await driver.connect()
     peer.close()
 
 
-async def test_remote_refused_without_unlock_code_says_so(pty_path: tuple[int, str]) -> None:
-    peer = ScriptedPeer(pty_path[0])
+async def test_remote_refused_without_unlock_code_says_so(pty_pair: tuple[int, str]) -> None:
+    peer = ScriptedPeer(pty_pair[0])
     peer.answer(b"Q@", reply(b"Q", ord("?")))
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     with pytest.raises(DeviceRejected, match="needs its unlock code"):
         await driver.connect()
     peer.close()
 
 
 async def test_wrong_echo_and_bad_checksum_are_framing_errors(
-    pty_path: tuple[int, str],
+    pty_pair: tuple[int, str],
 ) -> None:
-    peer = ScriptedPeer(pty_path[0])
+    peer = ScriptedPeer(pty_pair[0])
     peer.answer(b"Q@", b"R\x89" + bytes([0]))
-    driver = MagstimDriver("magstim-200", pty_path[1])
+    driver = MagstimDriver("magstim-200", pty_pair[1])
     with pytest.raises(FramingError, match="expected the echo b'Q'"):
         await driver.connect()
     peer.answer(b"Q@", b"Q\x89\x00")
-    driver = MagstimDriver("magstim-200", pty_path[1])
+    driver = MagstimDriver("magstim-200", pty_pair[1])
     with pytest.raises(FramingError, match="checksum"):
         await driver.connect()
     peer.close()
 
 
-async def test_silence_is_a_device_timeout(pty_path: tuple[int, str]) -> None:
-    driver = MagstimDriver("magstim-200", pty_path[1])
+async def test_silence_is_a_device_timeout(pty_pair: tuple[int, str]) -> None:
+    driver = MagstimDriver("magstim-200", pty_pair[1])
     with pytest.raises(DeviceTimeout, match=r"expected 1 byte\(s\)"):
         await driver.connect()
 
 
 async def test_error_bit_at_connect_is_a_device_fault_with_the_code(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
     rapid_peer.answer(b"\\@", reply(b"\\", REMOTE_ERROR, RAPID_IDLE, data=b"0000010000010000"
                                     b"0005"))
     rapid_peer.answer(b"I@", reply(b"I", REMOTE_ERROR, data=b"E42"))
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     with pytest.raises(DeviceFault, match="code E42"):
         await driver.connect()
 
@@ -278,9 +266,9 @@ async def test_error_bit_at_connect_is_a_device_fault_with_the_code(
     ],
 )
 async def test_unrepresentable_trains_are_rejected_before_sending(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str], train: TrainSpec, reason: str
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str], train: TrainSpec, reason: str
 ) -> None:
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     await driver.connect()
     before = len(rapid_peer.received)
     with pytest.raises(InvalidSetting, match=reason):
@@ -290,13 +278,13 @@ async def test_unrepresentable_trains_are_rejected_before_sending(
 
 
 async def test_unconfirmed_disarm_silences_the_keepalive_and_arming_is_then_refused(
-    rapid_peer: ScriptedPeer, pty_path: tuple[int, str]
+    rapid_peer: ScriptedPeer, pty_pair: tuple[int, str]
 ) -> None:
     """A unit still armed after the disarm command: the fault is reported, the
     keep-alive stops (the unit's own ~1 s timeout disarms it), and the driver will not
     arm again without a keep-alive."""
     faults: list[DriverError] = []
-    driver = MagstimDriver("magstim-rapid2", pty_path[1], mains_voltage=240)
+    driver = MagstimDriver("magstim-rapid2", pty_pair[1], mains_voltage=240)
     driver.on_fault(faults.append)
     await driver.connect()
     rapid_peer.answer(b"\\@", reply(b"\\", REMOTE_ARMED_READY, RAPID_IDLE,

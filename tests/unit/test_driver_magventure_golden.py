@@ -7,10 +7,8 @@ with a canned frame; the hex literals below pin the driver's output byte for byt
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -60,18 +58,8 @@ class ScriptedMagPro:
 
 
 @pytest.fixture
-def pty_path() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-@pytest.fixture
-async def magpro(pty_path: tuple[int, str]) -> AsyncIterator[ScriptedMagPro]:
-    peer = ScriptedMagPro(pty_path[0])
+async def magpro(pty_pair: tuple[int, str]) -> AsyncIterator[ScriptedMagPro]:
+    peer = ScriptedMagPro(pty_pair[0])
     peer.answer(0x00, status(X100_IDLE))
     peer.answer(0x02, encode_frame(bytes([0x01, 0, 0, X100_IDLE])))
     yield peer
@@ -83,9 +71,9 @@ def hexes(frames: list[bytes]) -> list[str]:
 
 
 async def test_connect_asks_status_and_disables_close_disables_and_confirms(
-    magpro: ScriptedMagPro, pty_path: tuple[int, str]
+    magpro: ScriptedMagPro, pty_pair: tuple[int, str]
 ) -> None:
-    driver = MagVentureDriver("magventure-x100", pty_path[1])
+    driver = MagVentureDriver("magventure-x100", pty_pair[1])
     identity = await driver.connect()
     assert identity.serial_number == str(0x02468A)
     await driver.close()
@@ -95,8 +83,8 @@ async def test_connect_asks_status_and_disables_close_disables_and_confirms(
     ]
 
 
-async def test_configure_train_frames(magpro: ScriptedMagPro, pty_path: tuple[int, str]) -> None:
-    driver = MagVentureDriver("magventure-x100", pty_path[1])
+async def test_configure_train_frames(magpro: ScriptedMagPro, pty_pair: tuple[int, str]) -> None:
+    driver = MagVentureDriver("magventure-x100", pty_pair[1])
     await driver.connect()
     magpro.answer(0x00, status(X100_IDLE, amplitude=50))
     magpro.answer(0x01, encode_frame(bytes([0x01, 50, 0, X100_IDLE])))
@@ -115,9 +103,9 @@ async def test_configure_train_frames(magpro: ScriptedMagPro, pty_path: tuple[in
 
 
 async def test_amplitude_readback_difference_is_refused(
-    magpro: ScriptedMagPro, pty_path: tuple[int, str]
+    magpro: ScriptedMagPro, pty_pair: tuple[int, str]
 ) -> None:
-    driver = MagVentureDriver("magventure-x100", pty_path[1])
+    driver = MagVentureDriver("magventure-x100", pty_pair[1])
     await driver.connect()
     magpro.answer(0x01, encode_frame(bytes([0x01, 0, 0, X100_IDLE])))  # unit ignores it
     with pytest.raises(ReadbackMismatch, match=r"amplitude 0 %MSO != set 70"):
@@ -126,21 +114,21 @@ async def test_amplitude_readback_difference_is_refused(
 
 
 async def test_an_r30_on_an_x100_configuration_is_a_mismatch(
-    pty_path: tuple[int, str],
+    pty_pair: tuple[int, str],
 ) -> None:
-    peer = ScriptedMagPro(pty_path[0])
+    peer = ScriptedMagPro(pty_pair[0])
     peer.answer(0x00, status(0b000_0_01_00))
-    driver = MagVentureDriver("magventure-x100", pty_path[1])
+    driver = MagVentureDriver("magventure-x100", pty_pair[1])
     with pytest.raises(IdentityMismatch, match="reports model R30"):
         await driver.connect()
     peer.close()
 
 
 async def test_unsolicited_frames_are_parsed_as_they_arrive(
-    magpro: ScriptedMagPro, pty_path: tuple[int, str]
+    magpro: ScriptedMagPro, pty_pair: tuple[int, str]
 ) -> None:
     errors: list[Exception] = []
-    driver = MagVentureDriver("magventure-x100", pty_path[1])
+    driver = MagVentureDriver("magventure-x100", pty_pair[1])
     driver.on_fault(errors.append)
     await driver.connect()
     magpro.unsolicited(encode_frame(bytes([0x02, 80, 0, X100_IDLE])))  # a di/dt report
@@ -155,10 +143,10 @@ async def test_unsolicited_frames_are_parsed_as_they_arrive(
 
 
 async def test_unit_disabling_itself_while_armed_is_a_fault(
-    magpro: ScriptedMagPro, pty_path: tuple[int, str]
+    magpro: ScriptedMagPro, pty_pair: tuple[int, str]
 ) -> None:
     errors: list[Exception] = []
-    driver = MagVentureDriver("magventure-x100", pty_path[1])
+    driver = MagVentureDriver("magventure-x100", pty_pair[1])
     driver.on_fault(errors.append)
     await driver.connect()
     magpro.answer(

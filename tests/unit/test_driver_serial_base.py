@@ -9,11 +9,9 @@ raises, link loss reported once, close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -146,16 +144,6 @@ class LineUnit:
 
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.master)
-
-
-@pytest.fixture
-def pty_pair() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 @pytest.fixture

@@ -5,26 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from drivers.errors import DeviceTimeout, LinkLost
 from drivers.transport import FdTransport, ThreadTransport, Transport, open_transport
-
-
-@pytest.fixture
-def pty_pair() -> Iterator[tuple[int, str]]:
-    """A pty whose master this test drives; the transport opens the slave by path."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
-    yield master, path
-    for fd in (master, slave):
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 @pytest.fixture
